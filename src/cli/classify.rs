@@ -1,0 +1,42 @@
+//! `rvpt classify`: zero-shot top-k labels per image.
+
+use super::{print_json, ModelArgs};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated class names, e.g. "cat,dog,coffee mug"
+    #[arg(long)]
+    labels: String,
+    /// How many labels to show per image
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+    /// Image files (JPEG, PNG, WebP)
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let labels = rvpt::text::parse_labels(&args.labels)?;
+    let engine = args.model.load()?;
+    let predictions = engine.classify(&args.images, &labels, args.top_k)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "weights": engine.weights.source,
+            "template": rvpt::text::CLASS_TEMPLATE,
+            "predictions": predictions,
+        }));
+    }
+    for p in &predictions {
+        println!("{}", p.image.display());
+        for (label, prob) in &p.top {
+            println!("  {:>6.2}%  {label}", prob * 100.0);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `rvpt info`: what some weights are, without running them.
+
+use super::{print_json, ModelArgs};
+use rvpt::model::{parameter_counts, Checkpoint, ClipConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let weights = rvpt::weights::resolve(&args.model.weights)?;
+    let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
+    ckpt.validate(&weights.checkpoint)?;
+    let counts = parameter_counts(&ckpt.config)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "source": weights.source,
+            "layout": ckpt.layout,
+            "config": ckpt.config,
+            "parameters": counts,
+            "files": weights.files,
+        }));
+    }
+    let (v, t) = (&ckpt.config.vision_config, &ckpt.config.text_config);
+    println!("source      {}", weights.source);
+    println!("layout      {}", ckpt.layout);
+    println!(
+        "vision      {}px, patch {}, width {}, {} blocks, {} heads, {:?}",
+        v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.hidden_act
+    );
+    println!(
+        "text        context {}, vocab {}, width {}, {} blocks, {} heads",
+        t.max_position_embeddings, t.vocab_size, t.hidden_size, t.num_hidden_layers, t.num_attention_heads
+    );
+    println!("embedding   {}", ckpt.config.projection_dim);
+    println!(
+        "parameters  {} (vision {}, text {})",
+        counts.total, counts.vision, counts.text
+    );
+    for f in &weights.files {
+        let check = match &f.expected_sha256 {
+            Some(_) => "verified",
+            None => "no pinned digest",
+        };
+        println!("{:<11} {}  sha256 {} ({check})", f.role, f.path.display(), f.sha256);
+    }
+    Ok(())
+}

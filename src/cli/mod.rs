@@ -1,0 +1,67 @@
+//! Command-line interface: one subcommand per file.
+
+mod classify;
+mod info;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rvpt", version, about = "Repulsive Visual Prompt Tuning for backdoored CLIP models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every model-loading command takes.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// weights.toml entry, hub repo id (org/name[@rev]), local directory or checkpoint file
+    #[arg(long, default_value = "openai/clip-vit-base-patch32")]
+    pub weights: String,
+    /// cpu, cuda[:N] or metal[:N]
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> rvpt::Result<rvpt::engine::Engine> {
+        let device = rvpt::device::parse_device(&self.device)?;
+        let dtype = rvpt::device::parse_dtype(&self.dtype)?;
+        rvpt::engine::Engine::load(&self.weights, &device, dtype)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Zero-shot classification of images with "a photo of a {label}."
+    Classify(classify::Args),
+    /// Config, parameter counts, files and checksums of some weights
+    Info(info::Args),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(a) => classify::run(a),
+        Command::Info(a) => info::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) -> rvpt::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| rvpt::Error::Invalid(format!("cannot serialise output: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

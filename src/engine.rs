@@ -1,0 +1,113 @@
+//! A loaded model with its tokenizer and provenance: what the CLI commands share.
+
+use crate::error::{Error, Result};
+use crate::model::{ops, Checkpoint, Clip, ClipConfig};
+use crate::text::{class_text_embeddings, ClipTokenizer};
+use crate::weights::{resolve, ResolvedWeights};
+use candle_core::{DType, Device, Tensor, D};
+use std::path::{Path, PathBuf};
+
+pub struct Engine {
+    pub model: Clip,
+    pub tokenizer: ClipTokenizer,
+    pub weights: ResolvedWeights,
+    /// "hf" or "openai": the layout the checkpoint was stored in.
+    pub layout: &'static str,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+/// One image's top-k zero-shot prediction.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prediction {
+    pub image: PathBuf,
+    /// (label, probability), most probable first.
+    pub top: Vec<(String, f32)>,
+}
+
+impl Engine {
+    /// Resolves `spec` (see `weights::resolve`), reads and validates the checkpoint, and loads
+    /// the tokenizer next to it, or the embedded CLIP tokenizer when there is none.
+    pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self> {
+        let weights = resolve(spec)?;
+        Self::from_resolved(weights, device, dtype)
+    }
+
+    pub fn from_resolved(weights: ResolvedWeights, device: &Device, dtype: DType) -> Result<Self> {
+        let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+        let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
+        ckpt.validate(&weights.checkpoint)?;
+        let layout = ckpt.layout;
+        let model = ckpt.into_model(dtype, device)?;
+        let context = model.config().text_config.max_position_embeddings;
+        let tokenizer = match &weights.tokenizer {
+            Some(p) => ClipTokenizer::from_file(p, context)?,
+            None => ClipTokenizer::embedded(context)?,
+        };
+        Ok(Self {
+            model,
+            tokenizer,
+            weights,
+            layout,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn image_size(&self) -> u32 {
+        self.model.config().vision_config.image_size as u32
+    }
+
+    /// Normalised pixels (N, 3, S, S) of image files, in the model dtype.
+    pub fn preprocess(&self, paths: &[PathBuf]) -> Result<Tensor> {
+        let size = self.image_size();
+        let images = paths
+            .iter()
+            .map(|p| crate::image::preprocess_file(p, size, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&images, 0)?.to_dtype(self.dtype)?)
+    }
+
+    /// Zero-shot classification with "a photo of a {label}.", top `k` per image.
+    pub fn classify(&self, paths: &[PathBuf], labels: &[String], k: usize) -> Result<Vec<Prediction>> {
+        if labels.is_empty() {
+            return Err(Error::EmptyLabels);
+        }
+        if paths.is_empty() {
+            return Err(Error::Invalid("no images given".into()));
+        }
+        let text = class_text_embeddings(&self.model, &self.tokenizer, labels, &self.device)?;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(32) {
+            let pixels = self.preprocess(chunk)?;
+            let image = ops::l2_normalize(&self.model.image_embeds(&pixels)?)?;
+            let logits = image
+                .matmul(&text.t()?)?
+                .broadcast_mul(&self.model.logit_scale()?.to_dtype(self.dtype)?)?;
+            let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?
+                .to_vec2::<f32>()?;
+            for (path, p) in chunk.iter().zip(probs) {
+                let mut ranked: Vec<(String, f32)> = labels.iter().cloned().zip(p).collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked.truncate(k.max(1));
+                out.push(Prediction {
+                    image: path.clone(),
+                    top: ranked,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a model without resolving through the manifest: a checkpoint file, optionally with a
+/// config.json (else inferred from OpenAI shapes, else ViT-B/32).
+pub fn load_checkpoint_file(
+    path: &Path,
+    config: Option<&Path>,
+    device: &Device,
+    dtype: DType,
+) -> Result<Clip> {
+    let config = config.map(ClipConfig::from_file).transpose()?;
+    crate::model::load_clip(path, config, dtype, device)
+}

@@ -1,0 +1,73 @@
+//! One error type for the library: every failure a user can cause has a variant that names its cause.
+
+use std::path::PathBuf;
+
+/// Errors raised by rvpt. Variants carry the file, tensor or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("file not found: {}", .0.display())]
+    MissingFile(PathBuf),
+
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", file.display())]
+    ChecksumMismatch {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("tensor `{name}` is missing from {}", source_file.display())]
+    MissingTensor { name: String, source_file: PathBuf },
+
+    #[error("tensor `{name}` in {} has shape {actual:?}, the model expects {expected:?}", source_file.display())]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+        source_file: PathBuf,
+    },
+
+    #[error("cannot decode image {}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+
+    #[error("the label list is empty: give at least one class name")]
+    EmptyLabels,
+
+    #[error("invalid config in {}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+
+    #[error("invalid checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+
+    #[error("cannot resolve weights `{spec}`: {reason}")]
+    Resolve { spec: String, reason: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error that names the file; a missing file gets its own variant.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingFile(path)
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Decoding and CLIP preprocessing, identical in effect to transformers' `CLIPImageProcessor`:
+//! RGB → resize the shortest edge with bicubic (a = -0.5, antialiased when shrinking, as PIL) →
+//! centre crop → /255 → normalise with the CLIP mean and std.
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+use image::{imageops::FilterType, RgbImage};
+use std::path::Path;
+
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// Decodes a JPEG, PNG or WebP file (format sniffed from the bytes) into 8-bit RGB; alpha is
+/// dropped and grey is expanded, as PIL's `convert("RGB")`.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    if !path.is_file() {
+        return Err(Error::MissingFile(path.to_path_buf()));
+    }
+    let bad = |reason: String| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Output size of transformers' `get_resize_output_image_size(…, default_to_square=False)`:
+/// the short side becomes `size`, the long side `int(size * long / short)`.
+pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (size as u64 * long as u64 / short as u64) as u32;
+    if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
+}
+
+/// Bicubic resize so the shortest edge is `size`. `CatmullRom` is the a = -0.5 cubic PIL uses,
+/// and the `image` crate widens its support when shrinking, as PIL does.
+pub fn resize_shortest_edge(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = shortest_edge_size(img.width(), img.height(), size);
+    if (w, h) == img.dimensions() {
+        return img.clone();
+    }
+    image::imageops::resize(img, w, h, FilterType::CatmullRom)
+}
+
+/// Centre crop with transformers' rounding: top = (h - crop) // 2, left = (w - crop) // 2.
+/// An image smaller than the crop is first padded with zeros, as transformers does.
+pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if w >= size && h >= size {
+        return image::imageops::crop_imm(img, (w - size) / 2, (h - size) / 2, size, size).to_image();
+    }
+    let mut out = RgbImage::new(size, size);
+    let (ox, oy) = ((size.saturating_sub(w)) / 2, (size.saturating_sub(h)) / 2);
+    let (sx, sy) = ((w.saturating_sub(size)) / 2, (h.saturating_sub(size)) / 2);
+    for y in 0..h.min(size) {
+        for x in 0..w.min(size) {
+            out.put_pixel(ox + x, oy + y, *img.get_pixel(sx + x, sy + y));
+        }
+    }
+    out
+}
+
+/// An RGB image as a (3, H, W) f32 tensor in [0, 1]: the space triggers and perturbations act in.
+pub fn to_unit_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    let mut data = vec![0f32; 3 * h * w];
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            data[c * h * w + i] = px.0[c] as f32 / 255.0;
+        }
+    }
+    Ok(Tensor::from_vec(data, (3, h, w), device)?)
+}
+
+/// (…, 3, H, W) in [0, 1] → CLIP-normalised pixels.
+pub fn normalize(unit: &Tensor) -> Result<Tensor> {
+    let device = unit.device();
+    let mean = Tensor::from_slice(&CLIP_MEAN, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
+    let std = Tensor::from_slice(&CLIP_STD, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
+    Ok(unit.broadcast_sub(&mean)?.broadcast_div(&std)?)
+}
+
+/// Resize + centre crop to a `size` x `size` RGB image (still 8-bit, as PIL hands it on).
+pub fn resize_and_crop(img: &RgbImage, size: u32) -> RgbImage {
+    center_crop(&resize_shortest_edge(img, size), size)
+}
+
+/// File → normalised (3, size, size) pixels.
+pub fn preprocess_file(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
+    let img = resize_and_crop(&load_rgb(path)?, size);
+    normalize(&to_unit_tensor(&img, device)?)
+}

@@ -1,0 +1,7 @@
+//! The `rvpt` binary.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

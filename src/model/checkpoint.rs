@@ -1,0 +1,200 @@
+//! Reading a checkpoint file (safetensors or a PyTorch zip pickle, HF or OpenAI layout) into a
+//! validated `Clip`. No pickle code is executed: candle reads only the tensor records.
+
+use super::clip::Clip;
+use super::config::ClipConfig;
+use super::openai;
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Reads every tensor of a checkpoint onto the CPU. `.safetensors` is read as such; anything else
+/// as a PyTorch zip archive, where the state dict may be wrapped as `{"state_dict": …}`.
+/// A `module.` prefix (DataParallel) is stripped.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(Error::MissingFile(path.to_path_buf()));
+    }
+    let corrupt = |e: candle_core::Error| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let tensors: Vec<(String, Tensor)> = if is_safetensors {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(corrupt)?
+            .into_iter()
+            .collect()
+    } else {
+        let mut found = Vec::new();
+        for key in [None, Some("state_dict"), Some("model")] {
+            match candle_core::pickle::read_all_with_key(path, key) {
+                Ok(t) if !t.is_empty() => {
+                    found = t;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if key.is_none() => return Err(corrupt(e)),
+                Err(_) => {}
+            }
+        }
+        found
+    };
+    if tensors.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "no tensors found (expected a state dict, optionally under `state_dict`)".into(),
+        });
+    }
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix("module.") {
+            Some(stripped) => (stripped.to_string(), v),
+            None => (k, v),
+        })
+        .collect())
+}
+
+/// A VarBuilder backend that records the (name, shape) of every tensor the model asks for and
+/// hands back zero-cost broadcast zeros: the model's exact parameter list without loading weights.
+#[derive(Clone, Default)]
+struct ShapeRecorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+
+impl SimpleBackend for ShapeRecorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("shape recorder poisoned".into()))?
+            .push((name.to_string(), s.dims().to_vec()));
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("shape recorder cannot serve `{name}` without a shape")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Every parameter the model for `cfg` loads, with its shape, in load order.
+pub fn expected_tensors(cfg: &ClipConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    let recorder = ShapeRecorder::default();
+    let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
+    Clip::new(vb, cfg)?;
+    let recorded = recorder
+        .0
+        .lock()
+        .map_err(|_| Error::Invalid("shape recorder poisoned".into()))?
+        .clone();
+    Ok(recorded)
+}
+
+/// Parameter counts of the model for `cfg`: (vision tower, text tower, total).
+pub fn parameter_counts(cfg: &ClipConfig) -> Result<ParameterCounts> {
+    let mut counts = ParameterCounts::default();
+    for (name, shape) in expected_tensors(cfg)? {
+        let n: usize = shape.iter().product();
+        counts.total += n;
+        if name.starts_with("vision_model.") {
+            counts.vision += n;
+        } else if name.starts_with("text_model.") {
+            counts.text += n;
+        }
+    }
+    Ok(counts)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ParameterCounts {
+    pub vision: usize,
+    pub text: usize,
+    /// Both towers, both projections and the logit scale.
+    pub total: usize,
+}
+
+/// The tensors of a checkpoint in transformers names, with the config they come with.
+pub struct Checkpoint {
+    pub tensors: HashMap<String, Tensor>,
+    pub config: ClipConfig,
+    /// "hf" or "openai".
+    pub layout: &'static str,
+}
+
+impl Checkpoint {
+    /// Reads `path`; `config` comes from a config.json when given, else (OpenAI layout) from the
+    /// shapes, else the ViT-B/32 default.
+    pub fn read(path: &Path, config: Option<ClipConfig>) -> Result<Self> {
+        let raw = read_tensors(path)?;
+        let (tensors, inferred, layout) = if openai::is_openai_layout(&raw) {
+            let inferred = openai::infer_config(&raw, path)?;
+            (openai::to_hf_names(raw, path)?, Some(inferred), "openai")
+        } else if raw.contains_key("vision_model.embeddings.patch_embedding.weight") {
+            (raw, None, "hf")
+        } else {
+            let mut names: Vec<_> = raw.keys().take(5).cloned().collect();
+            names.sort();
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "not a CLIP state dict: neither `visual.conv1.weight` (OpenAI) nor \
+                     `vision_model.embeddings.patch_embedding.weight` (transformers) is present; \
+                     first names: {names:?}"
+                ),
+            });
+        };
+        let config = config.or(inferred).unwrap_or_default();
+        Ok(Self {
+            tensors,
+            config,
+            layout,
+        })
+    }
+
+    /// Checks every expected tensor is present with the expected shape; names the first culprit.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        for (name, shape) in expected_tensors(&self.config)? {
+            let t = self.tensors.get(&name).ok_or_else(|| Error::MissingTensor {
+                name: name.clone(),
+                source_file: path.to_path_buf(),
+            })?;
+            if t.dims() != shape.as_slice() {
+                return Err(Error::TensorShape {
+                    name,
+                    expected: shape,
+                    actual: t.dims().to_vec(),
+                    source_file: path.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the model on `device` in `dtype`.
+    pub fn into_model(self, dtype: DType, device: &Device) -> Result<Clip> {
+        let vb = VarBuilder::from_tensors(self.tensors, dtype, device);
+        Ok(Clip::new(vb, &self.config)?)
+    }
+}
+
+/// Reads, validates and builds a model from one checkpoint file.
+pub fn load_clip(
+    path: &Path,
+    config: Option<ClipConfig>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Clip> {
+    let ckpt = Checkpoint::read(path, config)?;
+    ckpt.validate(path)?;
+    ckpt.into_model(dtype, device)
+}

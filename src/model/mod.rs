@@ -1,0 +1,14 @@
+//! The CLIP model: config, ops, the shared transformer block, both towers, and checkpoint loading.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod openai;
+pub mod ops;
+pub mod text;
+pub mod transformer;
+pub mod vision;
+
+pub use checkpoint::{expected_tensors, load_clip, parameter_counts, Checkpoint, ParameterCounts};
+pub use clip::Clip;
+pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};

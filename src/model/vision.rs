@@ -1,0 +1,116 @@
+//! The image tower (HF `CLIPVisionTransformer`), opened up block by block.
+//!
+//! `embed` → `blocks[i].forward` … → `pool` is the path every image takes; callers that add
+//! prompt tokens run the blocks themselves, with [CLS] + patches + extra tokens as the sequence.
+
+use super::config::VisionConfig;
+use super::transformer::{BlockConfig, EncoderLayer, LayerNorm};
+use candle_core::{IndexOp, Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Debug, Clone)]
+pub struct VisionTransformer {
+    /// Conv weight (width, channels, patch, patch) flattened to (width, channels*patch*patch).
+    patch_weight: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layernorm: LayerNorm,
+    pub blocks: Vec<EncoderLayer>,
+    post_layernorm: LayerNorm,
+    cfg: VisionConfig,
+}
+
+impl VisionTransformer {
+    pub fn new(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+        let (w, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
+        let emb = vb.pp("embeddings");
+        let patch_weight = emb
+            .get((w, c, p, p), "patch_embedding.weight")?
+            .reshape((w, c * p * p))?;
+        let class_embedding = emb.get(w, "class_embedding")?;
+        let position_embedding = emb.get((cfg.num_positions(), w), "position_embedding.weight")?;
+        let block_cfg = BlockConfig {
+            width: w,
+            intermediate: cfg.intermediate_size,
+            num_heads: cfg.num_attention_heads,
+            activation: cfg.hidden_act,
+            eps: cfg.layer_norm_eps,
+        };
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), &block_cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            patch_weight,
+            class_embedding,
+            position_embedding,
+            // "pre_layrnorm" is transformers' own spelling.
+            pre_layernorm: LayerNorm::new(vb.pp("pre_layrnorm"), w, cfg.layer_norm_eps)?,
+            blocks,
+            post_layernorm: LayerNorm::new(vb.pp("post_layernorm"), w, cfg.layer_norm_eps)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.cfg
+    }
+
+    /// Normalised pixels (B, C, H, W) → tokens (B, 1 + patches, width) entering block 0:
+    /// patch embedding (a strided conv, computed as unfold + matmul), [CLS], positions, pre-norm.
+    pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let p = self.cfg.patch_size;
+        let (gh, gw) = (h / p, w / p);
+        if h != self.cfg.image_size || w != self.cfg.image_size || c != self.cfg.num_channels {
+            candle_core::bail!(
+                "pixels have shape {:?}, the vision tower expects (B, {}, {}, {})",
+                pixels.dims(),
+                self.cfg.num_channels,
+                self.cfg.image_size,
+                self.cfg.image_size
+            );
+        }
+        let patches = pixels
+            .reshape((b, c, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b * gh * gw, c * p * p))?;
+        let width = self.cfg.hidden_size;
+        let patches = patches
+            .matmul(&self.patch_weight.t()?)?
+            .reshape((b, gh * gw, width))?;
+        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+        let tokens = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        self.pre_layernorm.forward(&tokens)
+    }
+
+    /// Runs blocks `range` on a token sequence of any length.
+    pub fn forward_blocks(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for block in &self.blocks[range] {
+            x = block.forward(&x, None)?;
+        }
+        Ok(x)
+    }
+
+    /// Final layer norm of the [CLS] token: the pooled image feature (pre-projection).
+    pub fn pool(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.post_layernorm.forward(&tokens.i((.., 0, ..))?)
+    }
+
+    /// Pixels → pooled feature (B, width).
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let x = self.embed(pixels)?;
+        let x = self.forward_blocks(&x, 0..self.blocks.len())?;
+        self.pool(&x)
+    }
+
+    /// The input of block 0 and the output of every block (as transformers' `hidden_states`).
+    pub fn hidden_states(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
+        let mut states = vec![self.embed(pixels)?];
+        for block in &self.blocks {
+            let next = block.forward(states.last().expect("non-empty"), None)?;
+            states.push(next);
+        }
+        Ok(states)
+    }
+}

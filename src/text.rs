@@ -1,0 +1,131 @@
+//! CLIP's byte-level BPE through the `tokenizers` crate, and the class prompts built from it.
+
+use crate::error::{Error, Result};
+use crate::model::Clip;
+use candle_core::{Device, Tensor};
+use std::path::Path;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// The CLIP tokenizer (vocabulary 49408) built from OpenAI's BPE file by
+/// `tests/reference/make_fixtures.py`; used when the weights come without a tokenizer.json.
+pub const EMBEDDED_TOKENIZER: &[u8] = include_bytes!("../assets/clip-tokenizer.json");
+
+/// The single template the seed uses for class text features.
+pub const CLASS_TEMPLATE: &str = "a photo of a {}.";
+
+pub fn class_prompt(name: &str) -> String {
+    CLASS_TEMPLATE.replace("{}", name)
+}
+
+/// Tokenizes to exactly `context` ids: [SOT] … [EOT], truncated to fit (the EOT is kept) and
+/// padded with the pad token (`<|endoftext|>`), as transformers' `CLIPTokenizer(…,
+/// padding="max_length", truncation=True)`.
+#[derive(Clone)]
+pub struct ClipTokenizer {
+    inner: Tokenizer,
+    context: usize,
+}
+
+impl ClipTokenizer {
+    pub fn from_bytes(bytes: &[u8], context: usize) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Self::configure(inner, context)
+    }
+
+    pub fn from_file(path: &Path, context: usize) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingFile(path.to_path_buf()));
+        }
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::configure(inner, context)
+    }
+
+    /// The tokenizer shipped in the binary.
+    pub fn embedded(context: usize) -> Result<Self> {
+        Self::from_bytes(EMBEDDED_TOKENIZER, context)
+    }
+
+    fn configure(mut inner: Tokenizer, context: usize) -> Result<Self> {
+        let pad_id = inner
+            .token_to_id("<|endoftext|>")
+            .ok_or_else(|| Error::Tokenizer("vocabulary has no <|endoftext|> token".into()))?;
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: context,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(context),
+            pad_id,
+            pad_token: "<|endoftext|>".into(),
+            ..Default::default()
+        }));
+        Ok(Self { inner, context })
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids, one row of `context` ids per text.
+    pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        texts
+            .iter()
+            .map(|t| {
+                self.inner
+                    .encode(t.as_str(), true)
+                    .map(|e| e.get_ids().to_vec())
+                    .map_err(|e| Error::Tokenizer(format!("cannot encode {t:?}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Token ids as a (texts, context) u32 tensor.
+    pub fn encode_tensor(&self, texts: &[String], device: &Device) -> Result<Tensor> {
+        let ids = self.encode(texts)?;
+        let flat: Vec<u32> = ids.concat();
+        Ok(Tensor::from_vec(flat, (texts.len(), self.context), device)?)
+    }
+}
+
+/// Splits "cat, dog,fish" into trimmed non-empty names; an empty result is an error.
+pub fn parse_labels(list: &str) -> Result<Vec<String>> {
+    let labels: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if labels.is_empty() {
+        return Err(Error::EmptyLabels);
+    }
+    Ok(labels)
+}
+
+/// Text embeddings (classes, projection_dim), L2-normalised, of "a photo of a {c}." per class.
+pub fn class_text_embeddings(
+    model: &Clip,
+    tokenizer: &ClipTokenizer,
+    labels: &[String],
+    device: &Device,
+) -> Result<Tensor> {
+    if labels.is_empty() {
+        return Err(Error::EmptyLabels);
+    }
+    let vocab = model.config().text_config.vocab_size;
+    let prompts: Vec<String> = labels.iter().map(|l| class_prompt(l)).collect();
+    let ids = tokenizer.encode(&prompts)?;
+    if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
+        return Err(Error::Tokenizer(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}: tokenizer and weights do not match"
+        )));
+    }
+    let ids = Tensor::from_vec(ids.concat(), (prompts.len(), tokenizer.context()), device)?;
+    let embeds = model.text_embeds(&ids)?;
+    Ok(crate::model::ops::l2_normalize(&embeds)?)
+}

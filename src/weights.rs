@@ -1,0 +1,357 @@
+//! Where weights come from: the `weights.toml` manifest, local paths, and the Hugging Face hub
+//! (local cache first, then download), with sha256 verification.
+//!
+//! `--weights` accepts a manifest name, a hub repo id (`org/name`, optionally `@revision`), a
+//! local directory or a single checkpoint file. Local paths win, then the manifest, then the hub.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The manifest compiled into the binary, so it works away from the source tree.
+pub const EMBEDDED_MANIFEST: &str = include_str!("../weights.toml");
+
+/// One named entry of `weights.toml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestEntry {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Hub repo id; exclusive with `path`.
+    pub repo: Option<String>,
+    pub revision: Option<String>,
+    /// Directory relative to the repository root; exclusive with `repo`.
+    pub path: Option<String>,
+    pub checkpoint: String,
+    pub config: Option<String>,
+    pub tokenizer: Option<String>,
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    #[serde(default)]
+    pub model: Vec<ManifestEntry>,
+}
+
+impl Manifest {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config {
+            path: origin.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn embedded() -> Result<Self> {
+        Self::parse(EMBEDDED_MANIFEST, Path::new("weights.toml (embedded)"))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ManifestEntry> {
+        self.model.iter().find(|e| e.name == name)
+    }
+}
+
+/// How to reach the hub cache. `from_env` follows huggingface_hub: HF_HUB_CACHE, else
+/// HF_HOME/hub, else ~/.cache/huggingface/hub; HF_HUB_OFFLINE=1 forbids downloads.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+}
+
+impl HubSettings {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cache_dir = if let Some(dir) = var("HF_HUB_CACHE") {
+            PathBuf::from(dir)
+        } else if let Some(home) = var("HF_HOME") {
+            PathBuf::from(home).join("hub")
+        } else {
+            let home = var("HOME").unwrap_or_else(|| ".".into());
+            PathBuf::from(home).join(".cache/huggingface/hub")
+        };
+        let offline = var("HF_HUB_OFFLINE")
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+            .unwrap_or(false);
+        Self { cache_dir, offline }
+    }
+}
+
+/// A file the weights consist of, with its digest and, where the manifest knows it, the expected one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightFile {
+    pub role: &'static str,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub expected_sha256: Option<String>,
+}
+
+/// The files a `--weights` value resolved to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResolvedWeights {
+    /// How it was found: "local", "manifest:NAME (path)", "hub:REPO@REV".
+    pub source: String,
+    pub checkpoint: PathBuf,
+    pub config: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
+    pub files: Vec<WeightFile>,
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Checkpoint file names tried, in order, inside a weights directory.
+const CHECKPOINT_NAMES: [&str; 4] = [
+    "model.safetensors",
+    "open_clip_model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_pytorch_model.bin",
+];
+
+fn find_checkpoint_in(dir: &Path) -> Result<PathBuf> {
+    if let Some(p) = CHECKPOINT_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+        return Ok(p);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut candidates: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "safetensors" || x == "pt" || x == "pth" || x == "bin")
+        })
+        .collect();
+    candidates.sort();
+    candidates.into_iter().next().ok_or_else(|| Error::Resolve {
+        spec: dir.display().to_string(),
+        reason: format!(
+            "no checkpoint in this directory (looked for {} or any .safetensors/.pt/.pth/.bin)",
+            CHECKPOINT_NAMES.join(", ")
+        ),
+    })
+}
+
+fn sibling(dir: &Path, name: &str) -> Option<PathBuf> {
+    let p = dir.join(name);
+    p.is_file().then_some(p)
+}
+
+/// A local directory or file. A file's directory supplies config.json / tokenizer.json if present.
+fn resolve_local(path: &Path) -> Result<ResolvedWeights> {
+    let (dir, checkpoint) = if path.is_dir() {
+        (path.to_path_buf(), find_checkpoint_in(path)?)
+    } else {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (dir, path.to_path_buf())
+    };
+    Ok(ResolvedWeights {
+        source: format!("local:{}", path.display()),
+        checkpoint,
+        config: sibling(&dir, "config.json"),
+        tokenizer: sibling(&dir, "tokenizer.json"),
+        files: Vec::new(),
+    })
+}
+
+fn is_commit_hash(rev: &str) -> bool {
+    rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// One file of a hub repo: the cache first, then (unless offline) a download into the cache.
+pub fn hub_file(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> Result<PathBuf> {
+    use hf_hub::{Cache, Repo, RepoType};
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let cache = Cache::new(settings.cache_dir.clone());
+    // A pinned commit needs no ref file: its snapshot folder is named after it.
+    let pinned = settings
+        .cache_dir
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(revision)
+        .join(file);
+    if is_commit_hash(revision) && pinned.is_file() {
+        return Ok(pinned);
+    }
+    if let Some(p) = cache.repo(repo.clone()).get(file) {
+        return Ok(p);
+    }
+    let spec = format!("{repo_id}@{revision}");
+    if settings.offline {
+        return Err(Error::Resolve {
+            spec,
+            reason: format!(
+                "`{file}` is not in the HF cache at {} and HF_HUB_OFFLINE is set",
+                settings.cache_dir.display()
+            ),
+        });
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
+        .with_progress(true)
+        .build()
+        .map_err(|e| Error::Resolve {
+            spec: spec.clone(),
+            reason: e.to_string(),
+        })?;
+    api.repo(repo).get(file).map_err(|e| Error::Resolve {
+        spec,
+        reason: format!("download of `{file}` failed: {e}"),
+    })
+}
+
+fn resolve_hub(
+    settings: &HubSettings,
+    repo_id: &str,
+    revision: &str,
+    entry: Option<&ManifestEntry>,
+) -> Result<ResolvedWeights> {
+    let checkpoint_name = entry.map_or("model.safetensors", |e| e.checkpoint.as_str());
+    let checkpoint = hub_file(settings, repo_id, revision, checkpoint_name)?;
+    // config and tokenizer are optional: an absent file is not an error, a failed download is.
+    let optional = |name: &str| -> Result<Option<PathBuf>> {
+        match hub_file(settings, repo_id, revision, name) {
+            Ok(p) => Ok(Some(p)),
+            Err(Error::Resolve { .. }) if settings.offline => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let config = optional(entry.and_then(|e| e.config.as_deref()).unwrap_or("config.json"))?;
+    let tokenizer = optional(
+        entry
+            .and_then(|e| e.tokenizer.as_deref())
+            .unwrap_or("tokenizer.json"),
+    )?;
+    Ok(ResolvedWeights {
+        source: format!("hub:{repo_id}@{revision}"),
+        checkpoint,
+        config,
+        tokenizer,
+        files: Vec::new(),
+    })
+}
+
+fn resolve_manifest_path(entry: &ManifestEntry, rel: &str) -> Result<PathBuf> {
+    // Relative to the working directory, else to the source tree this binary was built from.
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return Ok(here);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if built.exists() {
+        return Ok(built);
+    }
+    Err(Error::Resolve {
+        spec: entry.name.clone(),
+        reason: format!("its directory `{rel}` exists neither here nor in {}", env!("CARGO_MANIFEST_DIR")),
+    })
+}
+
+fn resolve_entry(settings: &HubSettings, entry: &ManifestEntry) -> Result<ResolvedWeights> {
+    let mut resolved = match (&entry.path, &entry.repo) {
+        (Some(rel), _) => {
+            let dir = resolve_manifest_path(entry, rel)?;
+            let file = |name: &Option<String>| name.as_ref().map(|n| dir.join(n));
+            ResolvedWeights {
+                source: format!("manifest:{} ({})", entry.name, dir.display()),
+                checkpoint: dir.join(&entry.checkpoint),
+                config: file(&entry.config),
+                tokenizer: file(&entry.tokenizer),
+                files: Vec::new(),
+            }
+        }
+        (None, Some(repo)) => {
+            let rev = entry.revision.as_deref().unwrap_or("main");
+            resolve_hub(settings, repo, rev, Some(entry))?
+        }
+        (None, None) => {
+            return Err(Error::Resolve {
+                spec: entry.name.clone(),
+                reason: "manifest entry has neither `path` nor `repo`".into(),
+            })
+        }
+    };
+    resolved.files = verify_files(&resolved, &entry.sha256)?;
+    Ok(resolved)
+}
+
+/// Hashes every file and refuses any that differs from the digest the manifest pins.
+pub fn verify_files(
+    resolved: &ResolvedWeights,
+    expected: &BTreeMap<String, String>,
+) -> Result<Vec<WeightFile>> {
+    let mut files = Vec::new();
+    let roles = [
+        ("checkpoint", Some(&resolved.checkpoint)),
+        ("config", resolved.config.as_ref()),
+        ("tokenizer", resolved.tokenizer.as_ref()),
+    ];
+    for (role, path) in roles {
+        let Some(path) = path else { continue };
+        if !path.is_file() {
+            return Err(Error::MissingFile(path.clone()));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let actual = sha256_file(path)?;
+        let want = expected.get(&name).cloned();
+        if let Some(want) = &want {
+            if !want.eq_ignore_ascii_case(&actual) {
+                return Err(Error::ChecksumMismatch {
+                    file: path.clone(),
+                    expected: want.clone(),
+                    actual,
+                });
+            }
+        }
+        files.push(WeightFile {
+            role,
+            path: path.clone(),
+            sha256: actual,
+            expected_sha256: want,
+        });
+    }
+    Ok(files)
+}
+
+/// Resolves a `--weights` value against the manifest and the hub settings.
+pub fn resolve_with(spec: &str, manifest: &Manifest, settings: &HubSettings) -> Result<ResolvedWeights> {
+    let path = Path::new(spec);
+    if path.exists() {
+        let mut resolved = resolve_local(path)?;
+        resolved.files = verify_files(&resolved, &BTreeMap::new())?;
+        return Ok(resolved);
+    }
+    if let Some(entry) = manifest.get(spec) {
+        return resolve_entry(settings, entry);
+    }
+    let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+    let looks_like_repo = repo.split('/').count() == 2 && !repo.starts_with('.') && !repo.ends_with('/');
+    let is_file_like = [".safetensors", ".pt", ".pth", ".bin"].iter().any(|x| spec.ends_with(x));
+    if looks_like_repo && !is_file_like {
+        let mut resolved = resolve_hub(settings, repo, revision, None)?;
+        resolved.files = verify_files(&resolved, &BTreeMap::new())?;
+        return Ok(resolved);
+    }
+    Err(Error::MissingFile(path.to_path_buf()))
+}
+
+/// Resolves with the embedded manifest and the environment's hub settings.
+pub fn resolve(spec: &str) -> Result<ResolvedWeights> {
+    resolve_with(spec, &Manifest::embedded()?, &HubSettings::from_env())
+}
