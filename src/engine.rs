@@ -34,7 +34,11 @@ impl Engine {
     }
 
     pub fn from_resolved(weights: ResolvedWeights, device: &Device, dtype: DType) -> Result<Self> {
-        let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+        let config = weights
+            .config
+            .as_deref()
+            .map(ClipConfig::from_file)
+            .transpose()?;
         let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
         ckpt.validate(&weights.checkpoint)?;
         let layout = ckpt.layout;
@@ -69,7 +73,12 @@ impl Engine {
     }
 
     /// Zero-shot classification with "a photo of a {label}.", top `k` per image.
-    pub fn classify(&self, paths: &[PathBuf], labels: &[String], k: usize) -> Result<Vec<Prediction>> {
+    pub fn classify(
+        &self,
+        paths: &[PathBuf],
+        labels: &[String],
+        k: usize,
+    ) -> Result<Vec<Prediction>> {
         if labels.is_empty() {
             return Err(Error::EmptyLabels);
         }

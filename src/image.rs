@@ -10,8 +10,8 @@ use std::path::Path;
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
-/// Decodes a JPEG, PNG or WebP file (format sniffed from the bytes) into 8-bit RGB; alpha is
-/// dropped and grey is expanded, as PIL's `convert("RGB")`.
+/// Decodes a JPEG, PNG or WebP file (format sniffed from the bytes) into 8-bit RGB; grey is
+/// expanded and transparency composited over white, as transformers' `convert_to_rgb`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     if !path.is_file() {
         return Err(Error::MissingFile(path.to_path_buf()));
@@ -25,7 +25,22 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    Ok(img.to_rgb8())
+    if img.color().has_alpha() {
+        Ok(composite_on_white(&img.to_rgba8()))
+    } else {
+        Ok(img.to_rgb8())
+    }
+}
+
+/// Alpha-composites over white, as transformers' `convert_to_rgb` (PIL `alpha_composite` on an
+/// opaque white background): c' = round((c * a + 255 * (255 - a)) / 255).
+pub fn composite_on_white(img: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let [r, g, b, a] = img.get_pixel(x, y).0;
+        let a = a as u32;
+        let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([mix(r), mix(g), mix(b)])
+    })
 }
 
 /// Output size of transformers' `get_resize_output_image_size(…, default_to_square=False)`:
@@ -59,7 +74,8 @@ pub fn resize_shortest_edge(img: &RgbImage, size: u32) -> RgbImage {
 pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     if w >= size && h >= size {
-        return image::imageops::crop_imm(img, (w - size) / 2, (h - size) / 2, size, size).to_image();
+        return image::imageops::crop_imm(img, (w - size) / 2, (h - size) / 2, size, size)
+            .to_image();
     }
     let mut out = RgbImage::new(size, size);
     let (ox, oy) = ((size.saturating_sub(w)) / 2, (size.saturating_sub(h)) / 2);

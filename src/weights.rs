@@ -125,7 +125,11 @@ const CHECKPOINT_NAMES: [&str; 4] = [
 ];
 
 fn find_checkpoint_in(dir: &Path) -> Result<PathBuf> {
-    if let Some(p) = CHECKPOINT_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+    if let Some(p) = CHECKPOINT_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
         return Ok(p);
     }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -173,7 +177,12 @@ fn is_commit_hash(rev: &str) -> bool {
 }
 
 /// One file of a hub repo: the cache first, then (unless offline) a download into the cache.
-pub fn hub_file(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> Result<PathBuf> {
+pub fn hub_file(
+    settings: &HubSettings,
+    repo_id: &str,
+    revision: &str,
+    file: &str,
+) -> Result<PathBuf> {
     use hf_hub::{Cache, Repo, RepoType};
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::new(settings.cache_dir.clone());
@@ -229,7 +238,11 @@ fn resolve_hub(
             Err(e) => Err(e),
         }
     };
-    let config = optional(entry.and_then(|e| e.config.as_deref()).unwrap_or("config.json"))?;
+    let config = optional(
+        entry
+            .and_then(|e| e.config.as_deref())
+            .unwrap_or("config.json"),
+    )?;
     let tokenizer = optional(
         entry
             .and_then(|e| e.tokenizer.as_deref())
@@ -256,7 +269,10 @@ fn resolve_manifest_path(entry: &ManifestEntry, rel: &str) -> Result<PathBuf> {
     }
     Err(Error::Resolve {
         spec: entry.name.clone(),
-        reason: format!("its directory `{rel}` exists neither here nor in {}", env!("CARGO_MANIFEST_DIR")),
+        reason: format!(
+            "its directory `{rel}` exists neither here nor in {}",
+            env!("CARGO_MANIFEST_DIR")
+        ),
     })
 }
 
@@ -330,7 +346,11 @@ pub fn verify_files(
 }
 
 /// Resolves a `--weights` value against the manifest and the hub settings.
-pub fn resolve_with(spec: &str, manifest: &Manifest, settings: &HubSettings) -> Result<ResolvedWeights> {
+pub fn resolve_with(
+    spec: &str,
+    manifest: &Manifest,
+    settings: &HubSettings,
+) -> Result<ResolvedWeights> {
     let path = Path::new(spec);
     if path.exists() {
         let mut resolved = resolve_local(path)?;
@@ -341,8 +361,11 @@ pub fn resolve_with(spec: &str, manifest: &Manifest, settings: &HubSettings) -> 
         return resolve_entry(settings, entry);
     }
     let (repo, revision) = spec.split_once('@').unwrap_or((spec, "main"));
-    let looks_like_repo = repo.split('/').count() == 2 && !repo.starts_with('.') && !repo.ends_with('/');
-    let is_file_like = [".safetensors", ".pt", ".pth", ".bin"].iter().any(|x| spec.ends_with(x));
+    let looks_like_repo =
+        repo.split('/').count() == 2 && !repo.starts_with('.') && !repo.ends_with('/');
+    let is_file_like = [".safetensors", ".pt", ".pth", ".bin"]
+        .iter()
+        .any(|x| spec.ends_with(x));
     if looks_like_repo && !is_file_like {
         let mut resolved = resolve_hub(settings, repo, revision, None)?;
         resolved.files = verify_files(&resolved, &BTreeMap::new())?;

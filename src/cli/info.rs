@@ -14,7 +14,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> rvpt::Result<()> {
     let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+    let config = weights
+        .config
+        .as_deref()
+        .map(ClipConfig::from_file)
+        .transpose()?;
     let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
     ckpt.validate(&weights.checkpoint)?;
     let counts = parameter_counts(&ckpt.config)?;
@@ -32,11 +36,20 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     println!("layout      {}", ckpt.layout);
     println!(
         "vision      {}px, patch {}, width {}, {} blocks, {} heads, {:?}",
-        v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.hidden_act
+        v.image_size,
+        v.patch_size,
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.hidden_act
     );
     println!(
         "text        context {}, vocab {}, width {}, {} blocks, {} heads",
-        t.max_position_embeddings, t.vocab_size, t.hidden_size, t.num_hidden_layers, t.num_attention_heads
+        t.max_position_embeddings,
+        t.vocab_size,
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.num_attention_heads
     );
     println!("embedding   {}", ckpt.config.projection_dim);
     println!(
@@ -48,7 +61,12 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             Some(_) => "verified",
             None => "no pinned digest",
         };
-        println!("{:<11} {}  sha256 {} ({check})", f.role, f.path.display(), f.sha256);
+        println!(
+            "{:<11} {}  sha256 {} ({check})",
+            f.role,
+            f.path.display(),
+            f.sha256
+        );
     }
     Ok(())
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "rvpt", version, about = "Repulsive Visual Prompt Tuning for backdoored CLIP models")]
+#[command(
+    name = "rvpt",
+    version,
+    about = "Repulsive Visual Prompt Tuning for backdoored CLIP models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -47,7 +47,8 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     if tensors.is_empty() {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            reason: "no tensors found (expected a state dict, optionally under `state_dict`)".into(),
+            reason: "no tensors found (expected a state dict, optionally under `state_dict`)"
+                .into(),
         });
     }
     Ok(tensors
@@ -62,7 +63,10 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// A VarBuilder backend that records the (name, shape) of every tensor the model asks for and
 /// hands back zero-cost broadcast zeros: the model's exact parameter list without loading weights.
 #[derive(Clone, Default)]
-struct ShapeRecorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct ShapeRecorder(Arc<Mutex<Vec<NamedShape>>>);
+
+/// A tensor name with its dimensions.
+pub type NamedShape = (String, Vec<usize>);
 
 impl SimpleBackend for ShapeRecorder {
     fn get(
@@ -88,7 +92,7 @@ impl SimpleBackend for ShapeRecorder {
 }
 
 /// Every parameter the model for `cfg` loads, with its shape, in load order.
-pub fn expected_tensors(cfg: &ClipConfig) -> Result<Vec<(String, Vec<usize>)>> {
+pub fn expected_tensors(cfg: &ClipConfig) -> Result<Vec<NamedShape>> {
     let recorder = ShapeRecorder::default();
     let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
     Clip::new(vb, cfg)?;
@@ -164,10 +168,13 @@ impl Checkpoint {
     /// Checks every expected tensor is present with the expected shape; names the first culprit.
     pub fn validate(&self, path: &Path) -> Result<()> {
         for (name, shape) in expected_tensors(&self.config)? {
-            let t = self.tensors.get(&name).ok_or_else(|| Error::MissingTensor {
-                name: name.clone(),
-                source_file: path.to_path_buf(),
-            })?;
+            let t = self
+                .tensors
+                .get(&name)
+                .ok_or_else(|| Error::MissingTensor {
+                    name: name.clone(),
+                    source_file: path.to_path_buf(),
+                })?;
             if t.dims() != shape.as_slice() {
                 return Err(Error::TensorShape {
                     name,

@@ -138,7 +138,7 @@ impl ClipConfig {
         };
         let v = &self.vision_config;
         let t = &self.text_config;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 v.image_size, v.patch_size
@@ -148,7 +148,7 @@ impl ClipConfig {
             ("vision", v.hidden_size, v.num_attention_heads),
             ("text", t.hidden_size, t.num_attention_heads),
         ] {
-            if heads == 0 || width % heads != 0 {
+            if heads == 0 || !width.is_multiple_of(heads) {
                 return bad(format!(
                     "{tower} hidden_size {width} is not divisible by num_attention_heads {heads}"
                 ));

@@ -85,12 +85,16 @@ pub fn to_hf_names(sd: HashMap<String, Tensor>, path: &Path) -> Result<HashMap<S
                     let width = t.dim(0)? / 3;
                     for (j, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                         let part = t.narrow(0, j * width, width)?.contiguous()?;
-                        out.insert(format!("{tower}.encoder.layers.{i}.self_attn.{proj}.{kind}"), part);
+                        out.insert(
+                            format!("{tower}.encoder.layers.{i}.self_attn.{proj}.{kind}"),
+                            part,
+                        );
                     }
                     None
                 }
-                Some((i, tail)) => map_block_param(tail)
-                    .map(|hf| format!("{tower}.encoder.layers.{i}.{hf}")),
+                Some((i, tail)) => {
+                    map_block_param(tail).map(|hf| format!("{tower}.encoder.layers.{i}.{hf}"))
+                }
                 None => None,
             },
         };
@@ -109,7 +113,11 @@ pub fn to_hf_names(sd: HashMap<String, Tensor>, path: &Path) -> Result<HashMap<S
 
 fn count_blocks(sd: &HashMap<String, Tensor>, prefix: &str) -> usize {
     sd.keys()
-        .filter_map(|k| k.strip_prefix(prefix).and_then(block_index).map(|(i, _)| i + 1))
+        .filter_map(|k| {
+            k.strip_prefix(prefix)
+                .and_then(block_index)
+                .map(|(i, _)| i + 1)
+        })
         .max()
         .unwrap_or(0)
 }

@@ -30,8 +30,10 @@ impl TextTransformer {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: emb.get((cfg.vocab_size, w), "token_embedding.weight")?,
-            position_embedding: emb
-                .get((cfg.max_position_embeddings, w), "position_embedding.weight")?,
+            position_embedding: emb.get(
+                (cfg.max_position_embeddings, w),
+                "position_embedding.weight",
+            )?,
             blocks,
             final_layer_norm: LayerNorm::new(vb.pp("final_layer_norm"), w, cfg.layer_norm_eps)?,
             cfg: cfg.clone(),
@@ -74,7 +76,9 @@ impl TextTransformer {
             let next = block.forward(states.last().expect("non-empty"), Some(&mask))?;
             states.push(next);
         }
-        let last = self.final_layer_norm.forward(states.last().expect("non-empty"))?;
+        let last = self
+            .final_layer_norm
+            .forward(states.last().expect("non-empty"))?;
         states.push(last);
         Ok(states)
     }

@@ -41,7 +41,9 @@ impl Linear {
             None => y,
         };
         let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("linear input has a last dimension") = self.weight.dim(0)?;
+        *out_dims
+            .last_mut()
+            .expect("linear input has a last dimension") = self.weight.dim(0)?;
         y.reshape(out_dims)
     }
 }
@@ -129,7 +131,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(vb: VarBuilder, width: usize, hidden: usize, activation: Activation) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        width: usize,
+        hidden: usize,
+        activation: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             fc1: Linear::new(vb.pp("fc1"), width, hidden, true)?,
             fc2: Linear::new(vb.pp("fc2"), hidden, width, true)?,
@@ -177,7 +184,9 @@ impl EncoderLayer {
     }
 
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?)?;
+        let h = (x + self
+            .self_attn
+            .forward(&self.layer_norm1.forward(x)?, mask)?)?;
         &h + self.mlp.forward(&self.layer_norm2.forward(&h)?)?
     }
 }

@@ -78,7 +78,10 @@ impl VisionTransformer {
         let patches = patches
             .matmul(&self.patch_weight.t()?)?
             .reshape((b, gh * gw, width))?;
-        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, width))?
+            .broadcast_as((b, 1, width))?;
         let tokens = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         self.pre_layernorm.forward(&tokens)
     }

@@ -1,0 +1,75 @@
+//! CLIP preprocessing against transformers' CLIPImageProcessor on real photos (JPEG, PNG, WebP,
+//! greyscale, RGBA): the 8-bit resized/cropped image within 1/255 mean absolute error.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{fixture, load_tensors};
+use rvpt::image;
+
+fn order() -> Vec<String> {
+    serde_json::from_str(&std::fs::read_to_string(fixture("images/order.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn pixels_match_clip_image_processor() {
+    let r = load_tensors("preprocess.safetensors");
+    let golden_rgb = r["rgb"].to_dtype(DType::F32).unwrap();
+    let golden_pv = r["pixel_values"].to_dtype(DType::F32).unwrap();
+    for (i, name) in order().iter().enumerate() {
+        let img = image::load_rgb(&fixture(&format!("images/{name}"))).unwrap();
+        let rgb = image::resize_and_crop(&img, 224);
+        let ours = image::to_unit_tensor(&rgb, &Device::Cpu).unwrap();
+        let theirs = (golden_rgb.get(i).unwrap() / 255.0).unwrap();
+        let mean = common::mean_abs_diff(&ours, &theirs);
+        let max = common::max_abs_diff(&ours, &theirs);
+        // The normalised tensor, against transformers' own pixel_values (stored as f16).
+        let pv = image::normalize(&ours).unwrap();
+        let pv_err = common::mean_abs_diff(&pv, &golden_pv.get(i).unwrap());
+        println!(
+            "{name}: {}x{} → mean abs {:.3}/255, max {:.0}/255; normalised mean abs {pv_err:.4}",
+            img.width(),
+            img.height(),
+            mean * 255.0,
+            max * 255.0
+        );
+        assert!(mean <= 1.0 / 255.0, "{name}: mean abs error {mean} > 1/255");
+        assert!(
+            pv_err <= 1.0 / 255.0 / 0.26,
+            "{name}: normalised error {pv_err}"
+        );
+    }
+}
+
+#[test]
+fn resize_output_size_follows_transformers() {
+    assert_eq!(image::shortest_edge_size(451, 300, 224), (336, 224));
+    assert_eq!(image::shortest_edge_size(240, 320, 224), (224, 298));
+    assert_eq!(image::shortest_edge_size(224, 224, 224), (224, 224));
+}
+
+#[test]
+fn normalize_uses_clip_mean_and_std() {
+    let ones = Tensor::ones((3, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let n = image::normalize(&ones).unwrap();
+    let v: Vec<f32> = n.flatten_all().unwrap().to_vec1().unwrap();
+    for c in 0..3 {
+        let want = (1.0 - image::CLIP_MEAN[c]) / image::CLIP_STD[c];
+        assert!((v[c * 4] - want).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn unreadable_image_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.jpg");
+    std::fs::write(&bad, b"\xFF\xD8\xFF\xE0 not really a jpeg").unwrap();
+    match image::load_rgb(&bad) {
+        Err(rvpt::Error::Image { path, .. }) => assert_eq!(path, bad),
+        other => panic!("expected Error::Image, got {other:?}"),
+    }
+    match image::load_rgb(&dir.path().join("absent.png")) {
+        Err(rvpt::Error::MissingFile(p)) => assert!(p.ends_with("absent.png")),
+        other => panic!("expected MissingFile, got {other:?}"),
+    }
+}
