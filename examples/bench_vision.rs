@@ -1,0 +1,100 @@
+//! Benchmark (not a test): image-encoder throughput on ViT-B/32 shapes with random weights,
+//! f32 on the CPU, beside transformers' CLIPVisionModel in the same run.
+//!
+//!     cargo run --release --example bench_vision -- [--batch 32] [--iters 5] [--python PATH]
+//!
+//! `--python` names an interpreter with torch + transformers; without it only rvpt is timed.
+
+use candle_core::{DType, Device, Tensor};
+use rvpt::model::{expected_tensors, ClipConfig, VisionConfig};
+use std::collections::HashMap;
+use std::time::Instant;
+
+// Large short-lived activations: mimalloc reuses them instead of faulting fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Random weights for every tensor of the vision tower (N(0, 0.02), as transformers' init).
+fn random_vision(cfg: &VisionConfig) -> rvpt::Result<rvpt::model::vision::VisionTransformer> {
+    let full = ClipConfig {
+        vision_config: cfg.clone(),
+        ..ClipConfig::vit_base_patch32()
+    };
+    let mut tensors = HashMap::new();
+    for (name, shape) in expected_tensors(&full)? {
+        if let Some(rest) = name.strip_prefix("vision_model.") {
+            let t = Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?;
+            tensors.insert(rest.to_string(), t);
+        }
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    Ok(rvpt::model::vision::VisionTransformer::new(vb, cfg)?)
+}
+
+fn main() -> rvpt::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let batch: usize = arg(&args, "--batch", 32);
+    let iters: usize = arg(&args, "--iters", 5);
+    let python: Option<String> = arg(&args, "--python", String::new()).into();
+    let threads = candle_core::utils::get_num_threads();
+
+    let cfg = VisionConfig::default();
+    let model = random_vision(&cfg)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
+    model.forward(&x)?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        let y = model.forward(&x)?;
+        y.sum_all()?.to_scalar::<f32>()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let ours = batch as f64 / median;
+    println!(
+        "rvpt (candle {}, gemm, {threads} threads): batch {batch}, median {median:.3}s, {ours:.1} images/s",
+        "0.11.1"
+    );
+
+    if let Some(py) = python.filter(|p| !p.is_empty()) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/vision_torch.py");
+        let out = std::process::Command::new(&py)
+            .args([
+                script,
+                "--batch",
+                &batch.to_string(),
+                "--iters",
+                &iters.to_string(),
+            ])
+            .args(["--threads", &threads.to_string()])
+            .output()
+            .map_err(|e| rvpt::Error::Invalid(format!("cannot run {py}: {e}")))?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or(""))
+            .map_err(|_| {
+            rvpt::Error::Invalid(format!(
+                "torch benchmark failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })?;
+        let theirs = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{} ({}, {} threads): median {:.3}s, {theirs:.1} images/s",
+            v["impl"].as_str().unwrap_or("torch"),
+            v["blas"].as_str().unwrap_or("?"),
+            v["threads"],
+            v["median_s"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!("ratio rvpt/torch: {:.2}x", ours / theirs);
+    }
+    Ok(())
+}
