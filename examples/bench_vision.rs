@@ -61,8 +61,7 @@ fn main() -> rvpt::Result<()> {
     let median = times[times.len() / 2];
     let ours = batch as f64 / median;
     println!(
-        "rvpt (candle {}, gemm, {threads} threads): batch {batch}, median {median:.3}s, {ours:.1} images/s",
-        "0.11.1"
+        "rvpt (candle 0.11.1, gemm, {threads} threads): batch {batch}, median {median:.3}s, {ours:.1} images/s"
     );
 
     if let Some(py) = python.filter(|p| !p.is_empty()) {
