@@ -1,23 +1,298 @@
-//! The element-wise and normalising ops of the transformer, in one place.
+//! The element-wise and normalising ops of the transformer, with their own backward passes.
 //!
-//! These are the inference kernels. candle's fused `layer_norm` and `softmax_last_dim` have no
-//! backward pass: anything trained through them silently receives no gradient. Prompt tuning must
-//! swap in differentiable versions here, and check them by finite differences.
+//! candle's fused `ops::layer_norm` and `softmax_last_dim` have no backward: anything trained
+//! through them silently gets no gradient. Here each op is a fused CPU kernel (f32) with a fused
+//! backward kernel, and on other devices or dtypes a composition of differentiable candle ops.
+//! `tests/ops_grad.rs` checks every backward against finite differences.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor, D,
+};
+use rayon::prelude::*;
 
-/// Layer norm over the last dimension with affine weight and bias.
+/// True where the fused CPU kernels apply.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("fused op expects a contiguous input"),
+    }
+}
+
+fn last_dim(l: &Layout) -> Result<usize> {
+    l.dims().last().copied().ok_or_else(|| candle_core::Error::Msg("scalar input".into()))
+}
+
+// ---------------------------------------------------------------- layer norm
+
+struct LayerNormOp {
+    eps: f32,
+}
+
+/// Per row: mean and 1/std.
+fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "rvpt-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let d = last_dim(xl)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, row)| {
+            let (mean, rstd) = row_stats(row, self.eps);
+            for i in 0..d {
+                o[i] = (row[i] - mean) * rstd * w[i] + b[i];
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // One fused pass gives dx and the normalised input needed for dw.
+        let both = x.apply_op3_no_bwd(w, &dy, &LayerNormGrad { eps: self.eps })?;
+        let d = x.dim(D::Minus1)?;
+        let dx = both.narrow(D::Minus1, 0, d)?;
+        let xhat = both.narrow(D::Minus1, d, d)?;
+        let rows = x.elem_count() / d;
+        let dy2 = dy.reshape((rows, d))?;
+        let dw = (dy2.clone() * xhat.reshape((rows, d))?)?.sum(0)?;
+        let db = dy2.sum(0)?;
+        Ok((Some(dx.contiguous()?), Some(dw), Some(db)))
+    }
+}
+
+/// Backward kernel: (x, w, dy) → [dx | x̂] along the last dimension.
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "rvpt-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (slice(xs, xl)?, slice(ws, wl)?, slice(gs, gl)?);
+        let d = last_dim(xl)?;
+        let mut out = vec![0f32; 2 * x.len()];
+        out.par_chunks_mut(2 * d)
+            .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(o, (row, grow))| {
+                let (mean, rstd) = row_stats(row, self.eps);
+                let (dx, xhat) = o.split_at_mut(d);
+                let (mut mean_gw, mut mean_gw_xhat) = (0f32, 0f32);
+                for i in 0..d {
+                    xhat[i] = (row[i] - mean) * rstd;
+                    let gw = grow[i] * w[i];
+                    mean_gw += gw;
+                    mean_gw_xhat += gw * xhat[i];
+                }
+                mean_gw /= d as f32;
+                mean_gw_xhat /= d as f32;
+                for i in 0..d {
+                    dx[i] = rstd * (grow[i] * w[i] - mean_gw - xhat[i] * mean_gw_xhat);
+                }
+            });
+        let mut dims = xl.dims().to_vec();
+        *dims.last_mut().expect("non-scalar") *= 2;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// Layer norm over the last dimension with affine weight and bias; differentiable in all three.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32)
+    if fused(x) && weight.dtype() == DType::F32 {
+        let x = x.contiguous()?;
+        return x.apply_op3(weight, bias, LayerNormOp { eps: eps as f32 });
+    }
+    // Composed path (GPU, other dtypes): half-precision statistics are computed in f32.
+    let dtype = x.dtype();
+    let stat_dtype = match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    };
+    let x = x.to_dtype(stat_dtype)?;
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.to_dtype(dtype)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
 }
 
-/// Softmax over the last dimension.
+// ---------------------------------------------------------------- softmax
+
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "rvpt-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let d = last_dim(l)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, row)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for i in 0..d {
+                o[i] = (row[i] - max).exp();
+                sum += o[i];
+            }
+            for v in o.iter_mut() {
+                *v /= sum;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+/// dx = y * (dy - Σ dy·y), per row.
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "rvpt-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (slice(ys, yl)?, slice(gs, gl)?);
+        let d = last_dim(yl)?;
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(d)
+            .zip(y.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(o, (yr, gr))| {
+                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                for i in 0..d {
+                    o[i] = yr[i] * (gr[i] - dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension; differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    if fused(x) {
+        return x.contiguous()?.apply_op1(SoftmaxOp);
+    }
+    candle_nn::ops::softmax(x, D::Minus1)
 }
 
-/// OpenAI's GELU approximation: x * sigmoid(1.702 x).
+// ---------------------------------------------------------------- quick_gelu
+
+struct QuickGeluOp;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp1 for QuickGeluOp {
+    fn name(&self) -> &'static str {
+        "rvpt-quick-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, xs)| {
+                for (o, &v) in o.iter_mut().zip(xs) {
+                    *o = v * sigmoid(1.702 * v);
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &QuickGeluGrad)?))
+    }
+}
+
+/// d/dx [x σ(1.702x)] = σ + 1.702 x σ (1 - σ).
+struct QuickGeluGrad;
+
+impl CustomOp2 for QuickGeluGrad {
+    fn name(&self) -> &'static str {
+        "rvpt-quick-gelu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(xs, xl)?, slice(gs, gl)?);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
+            .for_each(|(o, (xs, gs))| {
+                for ((o, &v), &g) in o.iter_mut().zip(xs).zip(gs) {
+                    let s = sigmoid(1.702 * v);
+                    *o = g * (s + 1.702 * v * s * (1.0 - s));
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// OpenAI's GELU approximation: x * sigmoid(1.702 x); differentiable.
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    if fused(x) {
+        return x.contiguous()?.apply_op1(QuickGeluOp);
+    }
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
@@ -39,3 +314,4 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     x.broadcast_div(&norm)
 }
+

@@ -70,10 +70,13 @@ impl LayerNorm {
     }
 }
 
-/// Multi-head self-attention. q, k and v projections are fused into one matmul at load time.
+/// Multi-head self-attention. q, k and v run as one matmul; their weights are concatenated at
+/// each forward (not once at load) so that trained `Var`s stay the single source of truth.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    qkv: Linear,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
     out_proj: Linear,
     num_heads: usize,
     scale: f64,
@@ -81,21 +84,25 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(vb: VarBuilder, width: usize, num_heads: usize) -> Result<Self> {
-        let q = Linear::new(vb.pp("q_proj"), width, width, true)?;
-        let k = Linear::new(vb.pp("k_proj"), width, width, true)?;
-        let v = Linear::new(vb.pp("v_proj"), width, width, true)?;
+        let head_dim = width / num_heads;
+        Ok(Self {
+            q_proj: Linear::new(vb.pp("q_proj"), width, width, true)?,
+            k_proj: Linear::new(vb.pp("k_proj"), width, width, true)?,
+            v_proj: Linear::new(vb.pp("v_proj"), width, width, true)?,
+            out_proj: Linear::new(vb.pp("out_proj"), width, width, true)?,
+            num_heads,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    fn qkv(&self) -> Result<Linear> {
+        let (q, k, v) = (&self.q_proj, &self.k_proj, &self.v_proj);
         let weight = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
         let bias = match (&q.bias, &k.bias, &v.bias) {
             (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
             _ => None,
         };
-        let head_dim = width / num_heads;
-        Ok(Self {
-            qkv: Linear::from_parts(weight, bias),
-            out_proj: Linear::new(vb.pp("out_proj"), width, width, true)?,
-            num_heads,
-            scale: (head_dim as f64).powf(-0.5),
-        })
+        Ok(Linear::from_parts(weight, bias))
     }
 
     /// `x`: (batch, tokens, width); `mask`: additive (tokens, tokens), e.g. causal for text.
@@ -103,7 +110,7 @@ impl Attention {
         let (b, t, w) = x.dims3()?;
         let (h, d) = (self.num_heads, w / self.num_heads);
         let qkv = self
-            .qkv
+            .qkv()?
             .forward(x)?
             .reshape((b, t, 3, h, d))?
             .permute((2, 0, 3, 1, 4))?
