@@ -6,6 +6,7 @@
 pub mod device;
 pub mod error;
 pub mod image;
+pub mod metrics;
 pub mod model;
 pub mod text;
 pub mod weights;

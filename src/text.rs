@@ -107,6 +107,27 @@ pub fn parse_labels(list: &str) -> Result<Vec<String>> {
     Ok(labels)
 }
 
+/// OpenAI's 80 ImageNet prompt templates (`{}` = class name), from open_clip's metadata.
+pub const OPENAI_TEMPLATES: &str = include_str!("../assets/openai_imagenet_templates.txt");
+
+/// The templates to average over: the single "a photo of a {}." or OpenAI's 80.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Templates {
+    #[default]
+    Single,
+    OpenAi80,
+}
+
+impl Templates {
+    pub fn list(self) -> Vec<String> {
+        match self {
+            Templates::Single => vec![CLASS_TEMPLATE.to_string()],
+            Templates::OpenAi80 => OPENAI_TEMPLATES.lines().map(str::to_string).collect(),
+        }
+    }
+}
+
 /// Text embeddings (classes, projection_dim), L2-normalised, of "a photo of a {c}." per class.
 pub fn class_text_embeddings(
     model: &Clip,
@@ -114,18 +135,36 @@ pub fn class_text_embeddings(
     labels: &[String],
     device: &Device,
 ) -> Result<Tensor> {
+    class_text_embeddings_with(model, tokenizer, labels, Templates::Single, device)
+}
+
+/// Class text embeddings averaged over templates (mean of unit vectors, renormalised, as CLIP's
+/// zero-shot evaluation does).
+pub fn class_text_embeddings_with(
+    model: &Clip,
+    tokenizer: &ClipTokenizer,
+    labels: &[String],
+    templates: Templates,
+    device: &Device,
+) -> Result<Tensor> {
     if labels.is_empty() {
         return Err(Error::EmptyLabels);
     }
     let vocab = model.config().text_config.vocab_size;
-    let prompts: Vec<String> = labels.iter().map(|l| class_prompt(l)).collect();
-    let ids = tokenizer.encode(&prompts)?;
-    if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
-        return Err(Error::Tokenizer(format!(
-            "token id {bad} is outside the model's vocabulary of {vocab}: tokenizer and weights do not match"
-        )));
+    let templates = templates.list();
+    let mut per_class = Vec::with_capacity(labels.len());
+    for label in labels {
+        let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", label)).collect();
+        let ids = tokenizer.encode(&prompts)?;
+        if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}: tokenizer and weights do not match"
+            )));
+        }
+        let ids = Tensor::from_vec(ids.concat(), (prompts.len(), tokenizer.context()), device)?;
+        let unit = crate::model::ops::l2_normalize(&model.text_embeds(&ids)?)?;
+        per_class.push(unit.mean(0)?);
     }
-    let ids = Tensor::from_vec(ids.concat(), (prompts.len(), tokenizer.context()), device)?;
-    let embeds = model.text_embeds(&ids)?;
-    Ok(crate::model::ops::l2_normalize(&embeds)?)
+    let stacked = Tensor::stack(&per_class, 0)?;
+    Ok(crate::model::ops::l2_normalize(&stacked)?)
 }

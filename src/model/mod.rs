@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod init;
 pub mod openai;
 pub mod ops;
 pub mod text;
