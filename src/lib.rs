@@ -9,6 +9,7 @@ pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod text;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};
