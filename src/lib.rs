@@ -3,6 +3,7 @@
 //! The path every image takes: `image` (decode, preprocess) → `model` (vision tower, block by
 //! block) → pooled feature → projection → cosine logits against `text` class embeddings.
 
+pub mod attacks;
 pub mod device;
 pub mod error;
 pub mod image;
