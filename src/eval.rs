@@ -1,0 +1,190 @@
+//! Evaluation passes over a labelled dataset: zero-shot CA, ASR under a trigger, and PR under
+//! perturbations. Images stay in [0, 1] until the trigger or perturbation has been applied, then
+//! they are normalised: the one path every image takes.
+
+use crate::attacks::{perturb::Perturbation, Trigger};
+use crate::data::loader::{Batch, Loader};
+use crate::error::{Error, Result};
+use crate::metrics::{
+    argmax_rows, attack_success_rate, clean_accuracy, AsrConvention, Rate, Resistivity,
+    ResistivityAccumulator,
+};
+use crate::model::{ops::l2_normalize, Clip};
+use crate::text::{class_text_embeddings_with, ClipTokenizer, Templates};
+use candle_core::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How pixels become pooled image features: the plain encoder, or one with prompts (RVPT).
+pub trait ImageEncoder {
+    /// Normalised pixels (B, 3, S, S) → pooled feature (B, width), pre-projection.
+    fn features(&self, pixels: &Tensor) -> Result<Tensor>;
+}
+
+impl ImageEncoder for Clip {
+    fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(self.image_features(pixels)?)
+    }
+}
+
+/// A zero-shot classifier: the model with fixed, normalised class text embeddings.
+pub struct ZeroShot<'a> {
+    pub model: &'a Clip,
+    pub encoder: &'a dyn ImageEncoder,
+    pub classes: Vec<String>,
+    /// (classes, projection_dim), unit rows.
+    pub text: Tensor,
+}
+
+impl<'a> ZeroShot<'a> {
+    pub fn new(
+        model: &'a Clip,
+        encoder: &'a dyn ImageEncoder,
+        tokenizer: &ClipTokenizer,
+        classes: &[String],
+        templates: Templates,
+        device: &Device,
+    ) -> Result<Self> {
+        let text = class_text_embeddings_with(model, tokenizer, classes, templates, device)?;
+        Ok(Self {
+            model,
+            encoder,
+            classes: classes.to_vec(),
+            text,
+        })
+    }
+
+    /// Images in [0, 1] → (pooled features, logits = logit_scale * cosine to each class).
+    pub fn forward(&self, unit_images: &Tensor) -> Result<(Tensor, Tensor)> {
+        let dtype = self.text.dtype();
+        let pixels = crate::image::normalize(&unit_images.to_device(self.text.device())?)?
+            .to_dtype(dtype)?;
+        let features = self.encoder.features(&pixels)?;
+        let embeds = l2_normalize(&self.model.project_image(&features)?)?;
+        let logits = embeds
+            .matmul(&self.text.t()?)?
+            .broadcast_mul(&self.model.logit_scale()?.to_dtype(dtype)?)?;
+        Ok((features, logits))
+    }
+
+    pub fn class_index(&self, name: &str) -> Result<usize> {
+        self.classes.iter().position(|c| c == name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown target class `{name}`; classes are: {}",
+                self.classes.join(", ")
+            ))
+        })
+    }
+}
+
+/// A trigger with the class it should force.
+pub struct Attack<'a> {
+    pub trigger: &'a Trigger,
+    pub target: usize,
+    pub seed: u64,
+    pub convention: AsrConvention,
+}
+
+/// CA, and ASR when an attack is given.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub clean_accuracy: Rate,
+    pub attack_success_rate: Option<Rate>,
+    pub trigger: Option<String>,
+    pub target: Option<String>,
+    pub asr_convention: Option<AsrConvention>,
+    pub skipped: Vec<String>,
+}
+
+pub fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Applies `f(image, sample index)` to every image of a batch.
+fn per_image(batch: &Batch, f: impl Fn(&Tensor, u64) -> Result<Tensor>) -> Result<Tensor> {
+    let images = (0..batch.labels.len())
+        .map(|b| f(&batch.images.get(b)?, batch.indices[b] as u64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&images, 0)?)
+}
+
+/// One pass over `loader`: predictions on clean images and, with `attack`, on triggered ones.
+pub fn evaluate(
+    zs: &ZeroShot,
+    loader: &Loader,
+    attack: Option<&Attack>,
+    show_progress: bool,
+) -> Result<EvalReport> {
+    let bar = progress_bar(loader.len(), "evaluating", show_progress);
+    let (mut preds, mut triggered, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    let mut batches = loader.all()?;
+    for batch in batches.by_ref() {
+        let batch = batch?;
+        preds.extend(argmax_rows(&zs.forward(&batch.images)?.1)?);
+        if let Some(a) = attack {
+            let poisoned = per_image(&batch, |img, i| a.trigger.apply(img, a.seed, i))?;
+            triggered.extend(argmax_rows(&zs.forward(&poisoned)?.1)?);
+        }
+        labels.extend_from_slice(&batch.labels);
+        bar.inc(batch.labels.len() as u64);
+    }
+    bar.finish_and_clear();
+    let skipped = batches
+        .skipped()
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .collect();
+    let asr = match attack {
+        Some(a) => Some(attack_success_rate(&triggered, &labels, a.target, a.convention)?),
+        None => None,
+    };
+    Ok(EvalReport {
+        clean_accuracy: clean_accuracy(&preds, &labels)?,
+        attack_success_rate: asr,
+        trigger: attack.map(|a| a.trigger.name()),
+        target: attack.map(|a| zs.classes[a.target].clone()),
+        asr_convention: attack.map(|a| a.convention),
+        skipped,
+    })
+}
+
+/// PR per perturbation, over every image of `loader`.
+pub fn resistivity(
+    zs: &ZeroShot,
+    loader: &Loader,
+    perturbations: &[Perturbation],
+    seed: u64,
+    show_progress: bool,
+) -> Result<Vec<(String, Resistivity)>> {
+    if perturbations.is_empty() {
+        return Err(Error::Invalid("no perturbations given".into()));
+    }
+    let bar = progress_bar(loader.len(), "PR", show_progress);
+    let mut accs = vec![ResistivityAccumulator::default(); perturbations.len()];
+    for batch in loader.all()? {
+        let batch = batch?;
+        let (f, l) = zs.forward(&batch.images)?;
+        for (p, acc) in perturbations.iter().zip(accs.iter_mut()) {
+            let perturbed = per_image(&batch, |img, i| p.apply(img, seed, i))?;
+            let (pf, pl) = zs.forward(&perturbed)?;
+            acc.add(&f, &pf, &l, &pl)?;
+        }
+        bar.inc(batch.labels.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(perturbations
+        .iter()
+        .zip(accs)
+        .map(|(p, a)| (p.name(), a.finish()))
+        .collect())
+}
+
