@@ -8,6 +8,7 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod text;
+pub mod toy;
 pub mod weights;
 
 pub use error::{Error, Result};
