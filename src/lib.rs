@@ -1,17 +1,19 @@
 //! rvpt: Repulsive Visual Prompt Tuning for backdoored CLIP models, on candle.
 //!
-//! The path every image takes: `image` (decode, preprocess) → `model` (vision tower, block by
-//! block) → pooled feature → projection → cosine logits against `text` class embeddings.
+//! The path every image takes: `image` (decode, preprocess) → `attacks` (triggers and
+//! perturbations, in [0, 1] space) → `model` (vision tower, block by block) → pooled feature →
+//! projection → cosine logits against `text` class embeddings → `metrics` (CA, ASR, PR).
 
 pub mod attacks;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod text;
+pub mod toy;
 pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub mod engine;
