@@ -54,11 +54,46 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 
+    #[error("class `{class}` has no images (jpg, jpeg, png, webp) in {}", folder.display())]
+    EmptyClass { class: String, folder: PathBuf },
+
+    #[error("unknown class `{name}`; valid classes: {}", list_names(valid))]
+    UnknownClass { name: String, valid: Vec<String> },
+
+    #[error("{}, line {line}: {reason}", path.display())]
+    BadRow {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+
+    #[error("class `{class}` has {available} samples, fewer than the {wanted} asked for")]
+    TooFewSamples {
+        class: String,
+        available: usize,
+        wanted: usize,
+    },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Names for an error message; a 1000-class list is cut short so the message stays readable.
+fn list_names(names: &[String]) -> String {
+    const SHOWN: usize = 30;
+    let head = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>();
+    if names.len() > SHOWN {
+        format!("{}, … ({} in all)", head.join(", "), names.len())
+    } else {
+        head.join(", ")
+    }
+}
 
 impl Error {
     /// An I/O error that names the file; a missing file gets its own variant.

@@ -3,7 +3,7 @@
 //! they are normalised: the one path every image takes.
 
 use crate::attacks::{perturb::Perturbation, Trigger};
-use crate::data::loader::{Batch, Loader};
+use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 use crate::metrics::{
     argmax_rows, attack_success_rate, clean_accuracy, AsrConvention, Rate, Resistivity,
@@ -11,7 +11,7 @@ use crate::metrics::{
 };
 use crate::model::{ops::l2_normalize, Clip};
 use crate::text::{class_text_embeddings_with, ClipTokenizer, Templates};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How pixels become pooled image features: the plain encoder, or one with prompts (RVPT).

@@ -5,12 +5,15 @@
 //! projection → cosine logits against `text` class embeddings → `metrics` (CA, ASR, PR).
 
 pub mod attacks;
+pub mod data;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod text;
 pub mod toy;
 pub mod train;
