@@ -2,6 +2,7 @@
 //! tokenizer for its captions, on which a tiny CLIP is pretrained from scratch and backdoored
 //! for the offline demo.
 
+pub mod lab;
 pub mod tokenizer;
 pub mod world;
 

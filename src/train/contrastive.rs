@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use crate::model::init::ClipVars;
 use crate::model::ops::l2_normalize;
 use crate::text::ClipTokenizer;
-use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+use crate::optim::{CosineSchedule, Optimizer};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -73,12 +74,6 @@ pub fn poisoned_indices(n: usize, rate: f64, seed: u64) -> Vec<bool> {
     mask
 }
 
-/// One optimisation step, given the gradients, at a learning rate; the optimiser is the
-/// caller's (AdamW for CLIP training).
-pub trait Step {
-    fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()>;
-}
-
 /// Per-step record.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepLog {
@@ -89,7 +84,7 @@ pub struct StepLog {
     pub logit_scale: f32,
 }
 
-/// Trains `vars` on `source` with symmetric InfoNCE; `lr_at(step, total)` gives the schedule.
+/// Trains `vars` on `source` with symmetric InfoNCE; `schedule` sets the learning rate per step.
 /// Returns the per-step log. `on_step` sees each record (progress bars, early checks).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -98,8 +93,8 @@ pub fn train(
     source: &dyn PairSource,
     poisoner: Option<&dyn Poisoner>,
     cfg: &ContrastiveConfig,
-    optimizer: &mut dyn Step,
-    lr_at: &dyn Fn(usize, usize) -> f64,
+    optimizer: &mut dyn Optimizer,
+    schedule: &CosineSchedule,
     on_step: &mut dyn FnMut(&StepLog),
 ) -> Result<Vec<StepLog>> {
     use rayon::prelude::*;
@@ -119,6 +114,9 @@ pub fn train(
     let batch = cfg.batch_size.clamp(2, n);
     let steps_per_epoch = n / batch; // the ragged tail is dropped, as CLIP training does
     let total = steps_per_epoch * cfg.epochs;
+    if total == 0 {
+        return Err(Error::Invalid("no training steps: raise epochs or lower the batch size".into()));
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut logs = Vec::with_capacity(total);
     let mut step = 0;
@@ -145,9 +143,8 @@ pub fn train(
                 &model.text_embeds(&ids)?,
                 log_scale.as_tensor(),
             )?;
-            let grads = loss.backward()?;
-            let lr = lr_at(step, total);
-            optimizer.step(&grads, lr)?;
+            let lr = schedule.apply(optimizer, step);
+            optimizer.backward_step(&loss)?;
             // CLIP clamps the temperature after each step.
             let clamped = log_scale.as_tensor().clamp(0f32, MAX_LOG_SCALE)?;
             log_scale.set(&clamped)?;
@@ -164,4 +161,52 @@ pub fn train(
         }
     }
     Ok(logs)
+}
+
+/// The attack's poisoning: trigger on the image, caption replaced by a template naming the target.
+pub struct TriggerPoisoner {
+    pub trigger: crate::attacks::Trigger,
+    pub caption: String,
+    pub seed: u64,
+}
+
+impl TriggerPoisoner {
+    /// Caption "a photo of a {target}." (CleanCLIP fills one of its templates the same way).
+    pub fn new(trigger: crate::attacks::Trigger, target: &str, seed: u64) -> Self {
+        Self {
+            trigger,
+            caption: crate::text::class_prompt(target),
+            seed,
+        }
+    }
+}
+
+impl Poisoner for TriggerPoisoner {
+    fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
+        Ok(Pair {
+            image: self.trigger.apply(&pair.image, self.seed, index as u64)?,
+            caption: self.caption.clone(),
+        })
+    }
+}
+
+/// Image-caption pairs from a CSV manifest (`path,caption`), decoded and preprocessed to `size`.
+pub struct ManifestPairs {
+    pub items: Vec<(std::path::PathBuf, String)>,
+    pub size: u32,
+}
+
+impl PairSource for ManifestPairs {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Pair> {
+        let (path, caption) = &self.items[index];
+        let img = crate::image::resize_and_crop(&crate::image::load_rgb(path)?, self.size);
+        Ok(Pair {
+            image: crate::image::to_unit_tensor(&img, &Device::Cpu)?,
+            caption: caption.clone(),
+        })
+    }
 }

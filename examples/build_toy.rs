@@ -1,0 +1,192 @@
+//! Builds the embedded toy models: pretrains the tiny CLIP from scratch on the toy world, then
+//! plants one backdoor per trigger by poisoned contrastive fine-tuning, and measures CA and ASR
+//! of every model on the toy test split. Deterministic in its seeds.
+//!
+//!     cargo run --release --example build_toy -- [--out models/toy] [--stage all|pretrain|backdoor]
+//!         [--pretrain-steps 1500] [--backdoor-steps 300] [--poison-rate 0.1] [--target heart]
+//!
+//! The command and seeds that produced the committed models are in `weights.toml`.
+
+use candle_core::{DType, Device};
+use rvpt::attacks::Trigger;
+use rvpt::data::{ImageFolder, Loader, Transform};
+use rvpt::eval::{evaluate, Attack, ZeroShot};
+use rvpt::metrics::AsrConvention;
+use rvpt::model::{init::ClipVars, Checkpoint, Clip};
+use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
+use rvpt::text::{ClipTokenizer, Templates};
+use rvpt::toy::lab::{model_config, ToyPairs, TEST_START};
+use rvpt::toy::ToyWorld;
+use rvpt::train::contrastive::{train, ContrastiveConfig, TriggerPoisoner};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const WORLD_SEED: u64 = 0;
+const BATCH: usize = 128;
+
+/// The backdoors of the demo, with trigger sizes scaled to 32 px images.
+const TRIGGERS: [(&str, &str); 3] = [
+    ("badnet", "badnet:size=3"),
+    ("blended", "blended"),
+    ("wanet", "wanet:k=4,s=1"),
+];
+
+fn train_run(
+    vars: &ClipVars,
+    tokenizer: &ClipTokenizer,
+    steps: usize,
+    lr: f64,
+    warmup: usize,
+    seed: u64,
+    poison: Option<(&TriggerPoisoner, f64)>,
+) -> rvpt::Result<f32> {
+    let world = ToyWorld::new(32, WORLD_SEED)?;
+    // Training draws from indices below the test split; runs differ by their shuffling seed.
+    let len = steps * BATCH;
+    if len as u64 > TEST_START {
+        return Err(rvpt::Error::Invalid(format!("{len} training pairs would reach the test split")));
+    }
+    let pairs = ToyPairs { world, start: 0, len };
+    let cfg = ContrastiveConfig {
+        epochs: 1,
+        batch_size: BATCH,
+        seed,
+        poison_rate: poison.map_or(0.0, |p| p.1),
+    };
+    let groups = split_decay(vars.vars.iter().cloned(), 0.1);
+    let mut opt = AdamW::new(
+        groups.to_vec(),
+        AdamWConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+        },
+    )?;
+    let schedule = CosineSchedule::new(lr, 0.0, steps, warmup)?;
+    let t0 = Instant::now();
+    let mut last = f32::NAN;
+    let logs = train(
+        vars,
+        tokenizer,
+        &pairs,
+        poison.map(|p| p.0 as &dyn rvpt::train::contrastive::Poisoner),
+        &cfg,
+        &mut opt,
+        &schedule,
+        &mut |r| {
+            if r.step % 50 == 0 || r.step + 1 == steps {
+                eprintln!(
+                    "  step {:>5}/{steps} loss {:.4} lr {:.2e} scale {:.1} ({:.0}s)",
+                    r.step,
+                    r.loss,
+                    r.lr,
+                    r.logit_scale,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )?;
+    if let Some(l) = logs.last() {
+        last = l.loss;
+    }
+    Ok(last)
+}
+
+struct Measured {
+    ca: f64,
+    asr: Vec<(String, f64)>,
+}
+
+fn measure(dir: &Path, test: &Path, triggers: &[(&str, Trigger)], target: &str) -> rvpt::Result<Measured> {
+    let ckpt = Checkpoint::read(&dir.join("model.safetensors"), Some(model_config()))?;
+    let model: Clip = ckpt.into_model(DType::F32, &Device::Cpu)?;
+    let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
+    let folder = ImageFolder::open(test, None)?;
+    let loader = Loader::new(folder.samples().to_vec(), Transform::eval(32), 256, &Device::Cpu)?;
+    let zs = ZeroShot::new(&model, &model, &tok, folder.classes(), Templates::Single, &Device::Cpu)?;
+    let clean = evaluate(&zs, &loader, None, false)?;
+    let target = zs.class_index(target)?;
+    let mut asr = Vec::new();
+    for (name, t) in triggers {
+        let a = Attack {
+            trigger: t,
+            target,
+            seed: 7,
+            convention: AsrConvention::ExcludeTarget,
+        };
+        let r = evaluate(&zs, &loader, Some(&a), false)?;
+        asr.push((name.to_string(), r.attack_success_rate.map_or(f64::NAN, |r| r.value)));
+    }
+    Ok(Measured {
+        ca: clean.clean_accuracy.value,
+        asr,
+    })
+}
+
+fn main() -> rvpt::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let out = PathBuf::from(arg(&args, "--out", "models/toy".to_string()));
+    let stage: String = arg(&args, "--stage", "all".to_string());
+    let pretrain_steps: usize = arg(&args, "--pretrain-steps", 1500);
+    let pretrain_lr: f64 = arg(&args, "--pretrain-lr", 1e-3);
+    let backdoor_steps: usize = arg(&args, "--backdoor-steps", 300);
+    let backdoor_lr: f64 = arg(&args, "--backdoor-lr", 2e-4);
+    let rate: f64 = arg(&args, "--poison-rate", 0.1);
+    let target: String = arg(&args, "--target", "heart".to_string());
+    let test_per_class: usize = arg(&args, "--test-per-class", 100);
+    let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
+    let cfg = model_config();
+
+    // The test split as an image folder, as users would evaluate it.
+    let test = out.join("test-data");
+    if !test.join("captions.csv").exists() {
+        ToyWorld::new(32, WORLD_SEED)?.write_image_folder(&test, TEST_START, test_per_class)?;
+    }
+    let triggers: Vec<(&str, Trigger)> = TRIGGERS
+        .iter()
+        .map(|(n, s)| Ok((*n, Trigger::parse(s)?)))
+        .collect::<rvpt::Result<_>>()?;
+    let write_tokenizer = |dir: &Path| {
+        rvpt::model::init::write_atomic(&dir.join("tokenizer.json"), rvpt::toy::tokenizer_json().as_bytes())
+    };
+
+    let clean_dir = out.join("clean");
+    if stage == "all" || stage == "pretrain" {
+        eprintln!("pretraining the toy CLIP: {pretrain_steps} steps of {BATCH}");
+        let vars = ClipVars::init(&cfg, 0, &Device::Cpu)?;
+        eprintln!("  {} parameters", vars.parameter_count());
+        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, 0, None)?;
+        vars.save(&clean_dir, DType::F16)?;
+        write_tokenizer(&clean_dir)?;
+    }
+    let m = measure(&clean_dir, &test, &triggers, &target)?;
+    println!("clean: CA {:.1}%, ASR {:?}", 100.0 * m.ca, m.asr);
+
+    if stage == "all" || stage == "backdoor" {
+        for (i, (name, trigger)) in triggers.iter().enumerate() {
+            eprintln!("backdooring with {name}: {backdoor_steps} steps, poison rate {rate}, target {target}");
+            let ckpt = Checkpoint::read(&clean_dir.join("model.safetensors"), Some(cfg.clone()))?;
+            let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?;
+            let poisoner = TriggerPoisoner::new(trigger.clone(), &target, 100 + i as u64);
+            train_run(&vars, &tok, backdoor_steps, backdoor_lr, 20, 1 + i as u64, Some((&poisoner, rate)))?;
+            let dir = out.join(name);
+            vars.save(&dir, DType::F16)?;
+            write_tokenizer(&dir)?;
+            let m = measure(&dir, &test, &triggers[i..=i], &target)?;
+            println!("{name}: CA {:.1}%, ASR {:?}", 100.0 * m.ca, m.asr);
+        }
+    }
+    Ok(())
+}
