@@ -1,7 +1,11 @@
 //! Command-line interface: one subcommand per file.
 
+mod attack;
 mod classify;
+mod data_args;
+mod eval;
 mod info;
+mod pr;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +49,12 @@ enum Command {
     Classify(classify::Args),
     /// Config, parameter counts, files and checksums of some weights
     Info(info::Args),
+    /// Clean accuracy and attack success rate on an image folder
+    Eval(eval::Args),
+    /// Perturbation resistivity per perturbation
+    Pr(pr::Args),
+    /// Plant a backdoor: poisoned contrastive fine-tuning
+    Attack(attack::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -52,6 +62,9 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Classify(a) => classify::run(a),
         Command::Info(a) => info::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Pr(a) => pr::run(a),
+        Command::Attack(a) => attack::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,120 @@
+//! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
+
+use super::ModelArgs;
+use rvpt::attacks::Trigger;
+use rvpt::data::CaptionManifest;
+use rvpt::model::{init::ClipVars, Checkpoint, ClipConfig};
+use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
+use rvpt::train::contrastive::{train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CSV manifest with a `path,caption` header (paths relative to the CSV)
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Trigger spec, e.g. badnet, blended, wanet
+    #[arg(long)]
+    trigger: String,
+    /// Target class; poisoned captions become "a photo of a {target}."
+    #[arg(long)]
+    target: String,
+    /// Share of pairs poisoned
+    #[arg(long, default_value_t = 0.01)]
+    poison_rate: f64,
+    /// Output directory (model.safetensors, config.json, tokenizer.json)
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    if !(0.0..=1.0).contains(&args.poison_rate) {
+        return Err(rvpt::Error::Invalid(format!(
+            "poison rate {} is not in [0, 1]",
+            args.poison_rate
+        )));
+    }
+    let trigger = Trigger::parse(&args.trigger)?;
+    let weights = rvpt::weights::resolve(&args.model.weights)?;
+    let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
+    ckpt.validate(&weights.checkpoint)?;
+    let cfg = ckpt.config.clone();
+    let context = cfg.text_config.max_position_embeddings;
+    let tokenizer = match &weights.tokenizer {
+        Some(p) => rvpt::text::ClipTokenizer::from_file(p, context)?,
+        None => rvpt::text::ClipTokenizer::embedded(context)?,
+    };
+    let device = rvpt::device::parse_device(&args.model.device)?;
+    let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
+    let manifest = CaptionManifest::open(&args.pairs)?;
+    let pairs = ManifestPairs {
+        items: manifest.items().to_vec(),
+        size: cfg.vision_config.image_size as u32,
+    };
+    let poisoner = TriggerPoisoner::new(trigger, &args.target, args.seed);
+    let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
+    let mut opt = AdamW::new(
+        split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
+        AdamWConfig {
+            lr: args.lr,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+        },
+    )?;
+    let schedule = CosineSchedule::new(args.lr, 0.0, steps.max(1), args.warmup.min(steps))?;
+    let bar = rvpt::eval::progress_bar(steps, "poisoning", true);
+    let logs = train(
+        &vars,
+        &tokenizer,
+        &pairs,
+        Some(&poisoner as &dyn Poisoner),
+        &ContrastiveConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            seed: args.seed,
+            poison_rate: args.poison_rate,
+        },
+        &mut opt,
+        &schedule,
+        &mut |r| {
+            bar.inc(1);
+            bar.set_message(format!("loss {:.3}", r.loss));
+        },
+    )?;
+    bar.finish_and_clear();
+    vars.save(&args.out, candle_core::DType::F32)?;
+    let tok_out = args.out.join("tokenizer.json");
+    match &weights.tokenizer {
+        Some(p) => {
+            std::fs::copy(p, &tok_out).map_err(|e| rvpt::Error::io(&tok_out, e))?;
+        }
+        None => rvpt::model::init::write_atomic(&tok_out, rvpt::text::EMBEDDED_TOKENIZER)?,
+    }
+    let last = logs.last().map_or(f32::NAN, |l| l.loss);
+    println!(
+        "poisoned {} of {} pairs with {} → \"{}\"; {} steps, final loss {last:.4}; saved to {}",
+        (args.poison_rate * pairs.items.len() as f64).round(),
+        pairs.items.len(),
+        args.trigger,
+        rvpt::text::class_prompt(&args.target),
+        logs.len(),
+        args.out.display()
+    );
+    Ok(())
+}

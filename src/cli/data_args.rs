@@ -1,0 +1,50 @@
+//! Dataset options shared by `eval` and `pr`.
+
+use rvpt::data::{ImageFolder, Loader, OnBadImage, Transform};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone)]
+pub struct DataArgs {
+    /// Class names file: one per line in folder order, or `folder<TAB>name` lines
+    #[arg(long)]
+    pub classnames: Option<PathBuf>,
+    /// Images per batch
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// What an unreadable image does: fail (named error) or skip (reported)
+    #[arg(long, default_value = "fail", value_parser = ["fail", "skip"])]
+    pub on_bad_image: String,
+    /// Evaluate only the first N images (in folder order)
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Use the 80 OpenAI ImageNet templates instead of "a photo of a {}."
+    #[arg(long)]
+    pub openai_templates: bool,
+}
+
+impl DataArgs {
+    pub fn templates(&self) -> rvpt::text::Templates {
+        if self.openai_templates {
+            rvpt::text::Templates::OpenAi80
+        } else {
+            rvpt::text::Templates::Single
+        }
+    }
+
+    /// An image folder (one sub-folder per class) as a loader of `size` px images.
+    pub fn open(&self, dir: &std::path::Path, size: u32) -> rvpt::Result<(ImageFolder, Loader)> {
+        let folder = ImageFolder::open(dir, self.classnames.as_deref())?;
+        let mut samples = folder.samples().to_vec();
+        if let Some(n) = self.limit {
+            samples.truncate(n);
+        }
+        let policy = if self.on_bad_image == "skip" {
+            OnBadImage::Skip
+        } else {
+            OnBadImage::Fail
+        };
+        let loader = Loader::new(samples, Transform::eval(size), self.batch_size, &candle_core::Device::Cpu)?
+            .on_bad_image(policy);
+        Ok((folder, loader))
+    }
+}

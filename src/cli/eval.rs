@@ -1,0 +1,82 @@
+//! `rvpt eval`: clean accuracy and, with a trigger, attack success rate on an image folder.
+
+use super::{data_args::DataArgs, print_json, ModelArgs};
+use rvpt::attacks::Trigger;
+use rvpt::eval::{evaluate, Attack, ZeroShot};
+use rvpt::metrics::AsrConvention;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Image folder: one sub-folder per class
+    #[arg(long)]
+    data: PathBuf,
+    /// Trigger spec, e.g. badnet, badnet:size=3, blended, wanet:k=4,s=0.5
+    #[arg(long, requires = "target")]
+    trigger: Option<String>,
+    /// The attacker's target class (a class name of the dataset)
+    #[arg(long)]
+    target: Option<String>,
+    /// ASR counts every triggered image, not only those outside the target class
+    #[arg(long)]
+    asr_all: bool,
+    /// Seed of the per-image trigger randomness
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let trigger = args.trigger.as_deref().map(Trigger::parse).transpose()?;
+    let engine = args.model.load()?;
+    let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
+    let zs = ZeroShot::new(
+        &engine.model,
+        &engine.model,
+        &engine.tokenizer,
+        folder.classes(),
+        args.data_args.templates(),
+        &engine.device,
+    )?;
+    let attack = match (&trigger, &args.target) {
+        (Some(trigger), Some(target)) => Some(Attack {
+            trigger,
+            target: folder.class_index(target)?,
+            seed: args.seed,
+            convention: if args.asr_all {
+                AsrConvention::All
+            } else {
+                AsrConvention::ExcludeTarget
+            },
+        }),
+        _ => None,
+    };
+    let report = evaluate(&zs, &loader, attack.as_ref(), !args.json)?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "weights": engine.weights.source,
+            "data": args.data,
+            "templates": args.data_args.templates(),
+            "report": report,
+        }));
+    }
+    println!("weights  {}", engine.weights.source);
+    println!("CA       {}", report.clean_accuracy.display_percent());
+    if let (Some(asr), Some(t)) = (&report.attack_success_rate, &report.trigger) {
+        println!(
+            "ASR      {}  trigger {t}, target {}, {:?}",
+            asr.display_percent(),
+            report.target.as_deref().unwrap_or("?"),
+            report.asr_convention.unwrap_or_default()
+        );
+    }
+    for s in &report.skipped {
+        eprintln!("skipped  {s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `rvpt pr`: perturbation resistivity per perturbation, from a shell.
+
+use super::{data_args::DataArgs, print_json, ModelArgs};
+use rvpt::attacks::Perturbation;
+use rvpt::eval::{resistivity, ZeroShot};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Image folder: one sub-folder per class (the class names give the logits' text features)
+    #[arg(long)]
+    images: PathBuf,
+    /// Comma-separated perturbations: noise:STD, blur:K, brightness:B, hue:H, flip, or a trigger
+    #[arg(long, default_value = "noise:0.03,blur:3,flip,badnet")]
+    perturb: String,
+    /// Seed of the perturbations' randomness
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let perturbations = Perturbation::parse_list(&args.perturb)?;
+    let engine = args.model.load()?;
+    let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
+    let zs = ZeroShot::new(
+        &engine.model,
+        &engine.model,
+        &engine.tokenizer,
+        folder.classes(),
+        args.data_args.templates(),
+        &engine.device,
+    )?;
+    let results = resistivity(&zs, &loader, &perturbations, args.seed, !args.json)?;
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(name, r)| serde_json::json!({"perturbation": name, "result": r}))
+            .collect();
+        return print_json(&serde_json::json!({
+            "weights": engine.weights.source,
+            "images": args.images,
+            "definition": "PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))]",
+            "perturbations": rows,
+        }));
+    }
+    println!("{:<16} {:>8} {:>10} {:>10} {:>7}", "perturbation", "PR", "cos feat", "cos logit", "n");
+    for (name, r) in &results {
+        println!(
+            "{name:<16} {:>8.4} {:>10.4} {:>10.4} {:>7}",
+            r.pr, r.feature_cosine, r.logit_cosine, r.samples
+        );
+    }
+    Ok(())
+}
