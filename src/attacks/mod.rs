@@ -17,6 +17,7 @@
 pub mod badnet;
 pub mod blended;
 pub mod label_consistent;
+pub mod optimise;
 pub mod patch;
 pub mod perturb;
 pub mod wanet;
@@ -42,6 +43,8 @@ pub enum Trigger {
     Blended(Blended),
     WaNet(WaNet),
     LabelConsistent(LabelConsistent),
+    /// A BadCLIP-style optimised patch (from `rvpt attack optimise-patch`), pasted at the centre.
+    Patch(patch::PatchFile),
 }
 
 impl Trigger {
@@ -59,12 +62,18 @@ impl Trigger {
                 Some(file) => Blended::from_file(std::path::Path::new(file))?,
             })),
             "wanet" => Ok(Trigger::WaNet(WaNet::parse_options(spec, rest)?)),
+            "patch" => match rest {
+                Some(file) if !file.is_empty() => Ok(Trigger::Patch(patch::PatchFile::load(
+                    std::path::Path::new(file),
+                )?)),
+                _ => Err(bad_spec(spec, "expected a patch file: patch:FILE.safetensors")),
+            },
             "lc" | "label-consistent" => Ok(Trigger::LabelConsistent(
                 LabelConsistent::parse_options(spec, rest)?,
             )),
             _ => Err(bad_spec(
                 spec,
-                "unknown trigger: expected badnet, blended, wanet or lc",
+                "unknown trigger: expected badnet, blended, wanet, lc or patch:FILE",
             )),
         }
     }
@@ -77,6 +86,7 @@ impl Trigger {
             Trigger::Blended(t) => t.apply(image, seed, index),
             Trigger::WaNet(t) => t.apply(image, seed),
             Trigger::LabelConsistent(t) => t.apply(image),
+            Trigger::Patch(p) => apply_patch(image, &p.patch, Placement::Centre),
         }
     }
 
@@ -87,6 +97,7 @@ impl Trigger {
             Trigger::Blended(t) => t.name(),
             Trigger::WaNet(t) => t.name(),
             Trigger::LabelConsistent(t) => t.name(),
+            Trigger::Patch(p) => format!("patch:{}", p.path.display()),
         }
     }
 }

@@ -65,3 +65,52 @@ pub fn apply_patch(image: &Tensor, patch: &Tensor, placement: Placement) -> Resu
     let keep = mask.affine(-1.0, 1.0)?;
     Ok(image.broadcast_mul(&keep)?.broadcast_add(&full)?)
 }
+
+/// An optimised patch stored as safetensors (tensor `patch`, (3, p, p) in [0, 1]).
+#[derive(Debug, Clone)]
+pub struct PatchFile {
+    pub path: std::path::PathBuf,
+    pub patch: Tensor,
+}
+
+impl PatchFile {
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingFile(path.to_path_buf()));
+        }
+        let mut t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+            Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        let patch = t.remove("patch").ok_or_else(|| Error::MissingTensor {
+            name: "patch".into(),
+            source_file: path.to_path_buf(),
+        })?;
+        match *patch.dims() {
+            [3, p, q] if p == q => {}
+            _ => {
+                return Err(Error::TensorShape {
+                    name: "patch".into(),
+                    expected: vec![3, 0, 0],
+                    actual: patch.dims().to_vec(),
+                    source_file: path.to_path_buf(),
+                })
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            patch: patch.to_dtype(candle_core::DType::F32)?,
+        })
+    }
+
+    pub fn save(patch: &Tensor, path: &std::path::Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("patch".to_string(), patch.clone())]),
+            &tmp,
+        )?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+}

@@ -8,25 +8,29 @@ use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::train::contrastive::{train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner};
 use std::path::PathBuf;
 
+/// `rvpt attack …` poisons (the default); `rvpt attack optimise-patch …` optimises a patch.
 #[derive(clap::Args)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     #[command(flatten)]
     model: ModelArgs,
     /// CSV manifest with a `path,caption` header (paths relative to the CSV)
-    #[arg(long)]
-    pairs: PathBuf,
-    /// Trigger spec, e.g. badnet, blended, wanet
-    #[arg(long)]
-    trigger: String,
+    #[arg(long, required = true)]
+    pairs: Option<PathBuf>,
+    /// Trigger spec, e.g. badnet, blended, wanet, patch:FILE
+    #[arg(long, required = true)]
+    trigger: Option<String>,
     /// Target class; poisoned captions become "a photo of a {target}."
-    #[arg(long)]
-    target: String,
+    #[arg(long, required = true)]
+    target: Option<String>,
     /// Share of pairs poisoned
     #[arg(long, default_value_t = 0.01)]
     poison_rate: f64,
     /// Output directory (model.safetensors, config.json, tokenizer.json)
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -41,14 +45,28 @@ pub struct Args {
     seed: u64,
 }
 
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// BadCLIP-style: optimise a patch so patched images embed near "a photo of a {target}."
+    OptimisePatch(super::patch::Args),
+}
+
 pub fn run(args: Args) -> rvpt::Result<()> {
+    if let Some(Sub::OptimisePatch(a)) = args.sub {
+        return super::patch::run(a);
+    }
+    let missing = |what: &str| rvpt::Error::Invalid(format!("`rvpt attack` needs --{what}"));
+    let pairs_path = args.pairs.clone().ok_or_else(|| missing("pairs"))?;
+    let trigger_spec = args.trigger.clone().ok_or_else(|| missing("trigger"))?;
+    let target = args.target.clone().ok_or_else(|| missing("target"))?;
+    let out = args.out.clone().ok_or_else(|| missing("out"))?;
     if !(0.0..=1.0).contains(&args.poison_rate) {
         return Err(rvpt::Error::Invalid(format!(
             "poison rate {} is not in [0, 1]",
             args.poison_rate
         )));
     }
-    let trigger = Trigger::parse(&args.trigger)?;
+    let trigger = Trigger::parse(&trigger_spec)?;
     let weights = rvpt::weights::resolve(&args.model.weights)?;
     let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
     let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
@@ -61,12 +79,12 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     };
     let device = rvpt::device::parse_device(&args.model.device)?;
     let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
-    let manifest = CaptionManifest::open(&args.pairs)?;
+    let manifest = CaptionManifest::open(&pairs_path)?;
     let pairs = ManifestPairs {
         items: manifest.items().to_vec(),
         size: cfg.vision_config.image_size as u32,
     };
-    let poisoner = TriggerPoisoner::new(trigger, &args.target, args.seed);
+    let poisoner = TriggerPoisoner::new(trigger, &target, args.seed);
     let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
     let mut opt = AdamW::new(
         split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
@@ -98,8 +116,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    vars.save(&args.out, candle_core::DType::F32)?;
-    let tok_out = args.out.join("tokenizer.json");
+    vars.save(&out, candle_core::DType::F32)?;
+    let tok_out = out.join("tokenizer.json");
     match &weights.tokenizer {
         Some(p) => {
             std::fs::copy(p, &tok_out).map_err(|e| rvpt::Error::io(&tok_out, e))?;
@@ -111,10 +129,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         "poisoned {} of {} pairs with {} → \"{}\"; {} steps, final loss {last:.4}; saved to {}",
         (args.poison_rate * pairs.items.len() as f64).round(),
         pairs.items.len(),
-        args.trigger,
-        rvpt::text::class_prompt(&args.target),
+        trigger_spec,
+        rvpt::text::class_prompt(&target),
         logs.len(),
-        args.out.display()
+        out.display()
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod classify;
 mod data_args;
 mod eval;
 mod info;
+mod patch;
 mod pr;
 
 use clap::{Parser, Subcommand};

@@ -1,0 +1,116 @@
+//! Attacks that need the victim model's gradients: the PGD half of the label-consistent attack
+//! and the BadCLIP-style optimised patch. The model's weights are plain tensors, so backward
+//! reaches only the images or the patch.
+
+use super::label_consistent::pgd_step;
+use super::patch::{apply_patch, Placement};
+use crate::error::{Error, Result};
+use crate::model::{ops::l2_normalize, Clip};
+use crate::optim::{AdamW, AdamWConfig, Optimizer};
+use candle_core::{DType, Tensor, Var};
+use rand::{Rng, SeedableRng};
+
+/// Unit image embeddings of [0, 1] images.
+fn unit_embeds(model: &Clip, unit: &Tensor) -> Result<Tensor> {
+    let pixels = crate::image::normalize(unit)?;
+    Ok(l2_normalize(&model.image_embeds(&pixels)?)?)
+}
+
+/// Untargeted L∞ PGD that pushes images away from their true class (Turner et al.): makes the
+/// clean content hard to use, so a poisoned model leans on the trigger. `text`: (C, E) unit rows.
+pub fn pgd_away_from_labels(
+    model: &Clip,
+    text: &Tensor,
+    images: &Tensor,
+    labels: &[usize],
+    eps: f32,
+    step: f32,
+    iters: usize,
+) -> Result<Tensor> {
+    if images.dim(0)? != labels.len() {
+        return Err(Error::Invalid(format!(
+            "{} images for {} labels",
+            images.dim(0)?,
+            labels.len()
+        )));
+    }
+    let orig = images.detach();
+    let targets = Tensor::from_vec(
+        labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+        labels.len(),
+        images.device(),
+    )?;
+    let scale = model.logit_scale()?.detach();
+    let mut x = orig.clone();
+    for _ in 0..iters {
+        let v = Var::from_tensor(&x)?;
+        let logits = unit_embeds(model, v.as_tensor())?
+            .matmul(&text.t()?)?
+            .broadcast_mul(&scale)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let grads = loss.backward()?;
+        let g = grads
+            .get(v.as_tensor())
+            .ok_or_else(|| Error::Invalid("PGD: no gradient reached the images".into()))?;
+        x = pgd_step(&x, g, &orig, eps, step)?;
+    }
+    Ok(x)
+}
+
+/// Settings of the BadCLIP-style patch optimisation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PatchConfig {
+    pub size: usize,
+    pub steps: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Optimises a `size` x `size` patch, pasted at the image centre, so that patched images embed
+/// close to `target_text` (a unit (E,) text embedding): Adam on 1 - mean cosine, the patch kept
+/// in [0, 1]. Returns the patch (3, p, p) and the loss per step.
+pub fn optimise_patch(
+    model: &Clip,
+    target_text: &Tensor,
+    images: &Tensor,
+    cfg: &PatchConfig,
+) -> Result<(Tensor, Vec<f32>)> {
+    let n = images.dim(0)?;
+    if n == 0 || cfg.size == 0 || cfg.batch_size == 0 {
+        return Err(Error::Invalid(
+            "patch optimisation needs images, a patch size and a batch size".into(),
+        ));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let init: Vec<f32> = (0..3 * cfg.size * cfg.size).map(|_| rng.random()).collect();
+    let patch = Var::from_tensor(&Tensor::from_vec(
+        init,
+        (3, cfg.size, cfg.size),
+        images.device(),
+    )?)?;
+    let mut adam = AdamW::single(
+        vec![patch.clone()],
+        0.0,
+        AdamWConfig {
+            lr: cfg.lr,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let target = target_text.to_dtype(DType::F32)?.unsqueeze(1)?;
+    let mut losses = Vec::with_capacity(cfg.steps);
+    for _ in 0..cfg.steps {
+        let idx: Vec<u32> = (0..cfg.batch_size.min(n))
+            .map(|_| rng.random_range(0..n) as u32)
+            .collect();
+        let idx = Tensor::from_vec(idx, cfg.batch_size.min(n), images.device())?;
+        let batch = images.index_select(&idx, 0)?;
+        let patched = apply_patch(&batch, patch.as_tensor(), Placement::Centre)?;
+        let cos = unit_embeds(model, &patched)?.matmul(&target)?;
+        let loss = (1.0 - cos.mean_all()?)?;
+        losses.push(loss.to_scalar::<f32>()?);
+        adam.backward_step(&loss)?;
+        patch.set(&patch.as_tensor().clamp(0f32, 1f32)?)?;
+    }
+    Ok((patch.as_tensor().detach(), losses))
+}

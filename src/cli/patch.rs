@@ -1,0 +1,76 @@
+//! `rvpt attack optimise-patch`: the BadCLIP-style optimised patch trigger.
+
+use super::ModelArgs;
+use rvpt::attacks::optimise::{optimise_patch, PatchConfig};
+use rvpt::attacks::patch::PatchFile;
+use rvpt::data::{ImageFolder, Loader, Transform};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image folder (one sub-folder per class) the patch is optimised on
+    #[arg(long)]
+    images: PathBuf,
+    /// Target class name
+    #[arg(long)]
+    target: String,
+    /// Output patch file (safetensors, tensor `patch`); use it as `--trigger patch:FILE`
+    #[arg(long)]
+    out: PathBuf,
+    /// Patch side in pixels (16 at 224 px)
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Use at most this many images
+    #[arg(long, default_value_t = 512)]
+    limit: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let engine = args.model.load()?;
+    let folder = ImageFolder::open(&args.images, None)?;
+    let mut samples = folder.samples().to_vec();
+    samples.truncate(args.limit);
+    let loader = Loader::new(samples, Transform::eval(engine.image_size()), 256, &engine.device)?;
+    let images: Vec<_> = loader
+        .all()?
+        .map(|b| b.map(|b| b.images))
+        .collect::<rvpt::Result<_>>()?;
+    let images = candle_core::Tensor::cat(&images, 0)?.to_device(&engine.device)?;
+    let text = rvpt::text::class_text_embeddings(
+        &engine.model,
+        &engine.tokenizer,
+        std::slice::from_ref(&args.target),
+        &engine.device,
+    )?
+    .get(0)?;
+    let cfg = PatchConfig {
+        size: args.size,
+        steps: args.steps,
+        lr: args.lr,
+        batch_size: args.batch_size,
+        seed: args.seed,
+    };
+    let (patch, losses) = optimise_patch(&engine.model, &text, &images, &cfg)?;
+    PatchFile::save(&patch, &args.out)?;
+    println!(
+        "patch {}x{} optimised for \"{}\": loss {:.4} → {:.4} over {} steps; saved to {}",
+        args.size,
+        args.size,
+        rvpt::text::class_prompt(&args.target),
+        losses.first().copied().unwrap_or(f32::NAN),
+        losses.last().copied().unwrap_or(f32::NAN),
+        losses.len(),
+        args.out.display()
+    );
+    Ok(())
+}
