@@ -6,8 +6,8 @@ use crate::attacks::{perturb::Perturbation, Trigger};
 use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 use crate::metrics::{
-    argmax_rows, attack_success_rate, clean_accuracy, AsrConvention, Rate, Resistivity,
-    ResistivityAccumulator,
+    argmax_rows, attack_success_rate, clean_accuracy, AsrConvention, LayerwiseAccumulator, Rate,
+    Resistivity, ResistivityAccumulator,
 };
 use crate::model::{ops::l2_normalize, Clip};
 use crate::text::{class_text_embeddings_with, ClipTokenizer, Templates};
@@ -18,11 +18,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub trait ImageEncoder {
     /// Normalised pixels (B, 3, S, S) → pooled feature (B, width), pre-projection.
     fn features(&self, pixels: &Tensor) -> Result<Tensor>;
+
+    /// The [CLS] token (B, width) after every block, for the layer-wise profile.
+    fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>>;
 }
 
 impl ImageEncoder for Clip {
     fn features(&self, pixels: &Tensor) -> Result<Tensor> {
         Ok(self.image_features(pixels)?)
+    }
+
+    fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
+        let states = self.vision.hidden_states(pixels)?;
+        states[1..]
+            .iter()
+            .map(|s| Ok(s.narrow(1, 0, 1)?.squeeze(1)?))
+            .collect()
     }
 }
 
@@ -53,11 +64,16 @@ impl<'a> ZeroShot<'a> {
         })
     }
 
+    /// Images in [0, 1] → normalised pixels on the model's device and dtype.
+    pub fn pixels(&self, unit_images: &Tensor) -> Result<Tensor> {
+        let pixels = crate::image::normalize(&unit_images.to_device(self.text.device())?)?;
+        Ok(pixels.to_dtype(self.text.dtype())?)
+    }
+
     /// Images in [0, 1] → (pooled features, logits = logit_scale * cosine to each class).
     pub fn forward(&self, unit_images: &Tensor) -> Result<(Tensor, Tensor)> {
         let dtype = self.text.dtype();
-        let pixels = crate::image::normalize(&unit_images.to_device(self.text.device())?)?
-            .to_dtype(dtype)?;
+        let pixels = self.pixels(unit_images)?;
         let features = self.encoder.features(&pixels)?;
         let embeds = l2_normalize(&self.model.project_image(&features)?)?;
         let logits = embeds
@@ -157,34 +173,57 @@ pub fn evaluate(
     })
 }
 
+/// PR of one perturbation, with the layer-wise [CLS] cosine profile when asked for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PerturbationResult {
+    pub perturbation: String,
+    pub resistivity: Resistivity,
+    pub layerwise_cls_cosine: Option<Vec<f64>>,
+}
+
 /// PR per perturbation, over every image of `loader`.
 pub fn resistivity(
     zs: &ZeroShot,
     loader: &Loader,
     perturbations: &[Perturbation],
     seed: u64,
+    layerwise: bool,
     show_progress: bool,
-) -> Result<Vec<(String, Resistivity)>> {
+) -> Result<Vec<PerturbationResult>> {
     if perturbations.is_empty() {
         return Err(Error::Invalid("no perturbations given".into()));
     }
     let bar = progress_bar(loader.len(), "PR", show_progress);
     let mut accs = vec![ResistivityAccumulator::default(); perturbations.len()];
+    let mut layer_accs = vec![LayerwiseAccumulator::default(); perturbations.len()];
     for batch in loader.all()? {
         let batch = batch?;
         let (f, l) = zs.forward(&batch.images)?;
-        for (p, acc) in perturbations.iter().zip(accs.iter_mut()) {
+        let cls = if layerwise {
+            zs.encoder.cls_per_block(&zs.pixels(&batch.images)?)?
+        } else {
+            Vec::new()
+        };
+        for (k, p) in perturbations.iter().enumerate() {
             let perturbed = per_image(&batch, |img, i| p.apply(img, seed, i))?;
             let (pf, pl) = zs.forward(&perturbed)?;
-            acc.add(&f, &pf, &l, &pl)?;
+            accs[k].add(&f, &pf, &l, &pl)?;
+            if layerwise {
+                let pcls = zs.encoder.cls_per_block(&zs.pixels(&perturbed)?)?;
+                layer_accs[k].add(&cls, &pcls)?;
+            }
         }
         bar.inc(batch.labels.len() as u64);
     }
     bar.finish_and_clear();
     Ok(perturbations
         .iter()
-        .zip(accs)
-        .map(|(p, a)| (p.name(), a.finish()))
+        .zip(accs.iter().zip(&layer_accs))
+        .map(|(p, (a, la))| PerturbationResult {
+            perturbation: p.name(),
+            resistivity: a.finish(),
+            layerwise_cls_cosine: layerwise.then(|| la.finish()),
+        })
         .collect())
 }
 

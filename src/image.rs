@@ -119,3 +119,48 @@ pub fn preprocess_file(path: &Path, size: u32, device: &Device) -> Result<Tensor
     let img = resize_and_crop(&load_rgb(path)?, size);
     normalize(&to_unit_tensor(&img, device)?)
 }
+
+/// torchvision's `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))` with bicubic
+/// resampling: a random area share and aspect ratio (10 tries, then a centre crop with the ratio
+/// clamped), resized to `size` x `size`.
+pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) -> RgbImage {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let area = w * h;
+    let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let mut crop = None;
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..=1.0);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let cw = (target * aspect).sqrt().round();
+        let ch = (target / aspect).sqrt().round();
+        if cw > 0.0 && ch > 0.0 && cw <= w && ch <= h {
+            let top = rng.random_range(0..=(h - ch) as u32);
+            let left = rng.random_range(0..=(w - cw) as u32);
+            crop = Some((left, top, cw as u32, ch as u32));
+            break;
+        }
+    }
+    let (left, top, cw, ch) = crop.unwrap_or_else(|| {
+        let ratio = w / h;
+        let (cw, ch) = if ratio < 3.0 / 4.0 {
+            (w, (w / (3.0 / 4.0)).round())
+        } else if ratio > 4.0 / 3.0 {
+            ((h * 4.0 / 3.0).round(), h)
+        } else {
+            (w, h)
+        };
+        (((w - cw) / 2.0) as u32, ((h - ch) / 2.0) as u32, cw as u32, ch as u32)
+    });
+    let region = image::imageops::crop_imm(img, left, top, cw, ch).to_image();
+    image::imageops::resize(&region, size, size, FilterType::CatmullRom)
+}
+
+/// CoOp's training augmentation: random resized crop, then a horizontal flip with p = 0.5.
+pub fn augment_coop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) -> RgbImage {
+    let crop = random_resized_crop(img, size, rng);
+    if rng.random_bool(0.5) {
+        image::imageops::flip_horizontal(&crop)
+    } else {
+        crop
+    }
+}

@@ -172,19 +172,36 @@ impl ResistivityAccumulator {
     }
 }
 
-/// Mean cosine between the [CLS] tokens of clean and perturbed images after every block:
-/// the layer-wise profile of the paper's later version. `clean`/`perturbed`: per block (N, T, W).
-pub fn layerwise_cls_cosine(clean: &[Tensor], perturbed: &[Tensor]) -> Result<Vec<f64>> {
-    if clean.len() != perturbed.len() {
-        return Err(Error::Invalid("block counts differ".into()));
+/// Mean cosine between the [CLS] tokens of clean and perturbed images after every block: the
+/// layer-wise profile of the paper's later version. Add per batch the per-block CLS tokens (B, W).
+#[derive(Debug, Clone, Default)]
+pub struct LayerwiseAccumulator {
+    sums: Vec<f64>,
+    samples: usize,
+}
+
+impl LayerwiseAccumulator {
+    pub fn add(&mut self, clean: &[Tensor], perturbed: &[Tensor]) -> Result<()> {
+        if clean.len() != perturbed.len() {
+            return Err(Error::Invalid("block counts differ".into()));
+        }
+        if self.sums.is_empty() {
+            self.sums = vec![0.0; clean.len()];
+        }
+        if self.sums.len() != clean.len() {
+            return Err(Error::Invalid("block count changed between batches".into()));
+        }
+        for (sum, (a, b)) in self.sums.iter_mut().zip(clean.iter().zip(perturbed)) {
+            let c = cosine_rows(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?)?;
+            *sum += c.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+        self.samples += clean.first().map_or(Ok(0), |t| t.dim(0))?;
+        Ok(())
     }
-    clean
-        .iter()
-        .zip(perturbed)
-        .map(|(a, b)| {
-            let a = a.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(DType::F32)?;
-            let b = b.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(DType::F32)?;
-            Ok(cosine_rows(&a, &b)?.mean_all()?.to_scalar::<f32>()? as f64)
-        })
-        .collect()
+
+    /// Mean cosine per block (block 0 first).
+    pub fn finish(&self) -> Vec<f64> {
+        let n = self.samples.max(1) as f64;
+        self.sums.iter().map(|s| s / n).collect()
+    }
 }

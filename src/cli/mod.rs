@@ -7,6 +7,7 @@ mod eval;
 mod info;
 mod patch;
 mod pr;
+mod toy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -54,8 +55,10 @@ enum Command {
     Eval(eval::Args),
     /// Perturbation resistivity per perturbation
     Pr(pr::Args),
-    /// Plant a backdoor: poisoned contrastive fine-tuning
+    /// Plant a backdoor: poisoned contrastive fine-tuning (or `attack optimise-patch`)
     Attack(attack::Args),
+    /// Write a split of the toy world as an image folder
+    Toy(toy::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -66,6 +69,7 @@ pub fn run() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Pr(a) => pr::run(a),
         Command::Attack(a) => attack::run(a),
+        Command::Toy(a) => toy::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,9 @@ pub struct Args {
     /// Comma-separated perturbations: noise:STD, blur:K, brightness:B, hue:H, flip, or a trigger
     #[arg(long, default_value = "noise:0.03,blur:3,flip,badnet")]
     perturb: String,
+    /// Also report the cosine of the [CLS] token after every block
+    #[arg(long)]
+    layerwise: bool,
     /// Seed of the perturbations' randomness
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -36,25 +39,26 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         args.data_args.templates(),
         &engine.device,
     )?;
-    let results = resistivity(&zs, &loader, &perturbations, args.seed, !args.json)?;
+    let results = resistivity(&zs, &loader, &perturbations, args.seed, args.layerwise, !args.json)?;
     if args.json {
-        let rows: Vec<_> = results
-            .iter()
-            .map(|(name, r)| serde_json::json!({"perturbation": name, "result": r}))
-            .collect();
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
             "images": args.images,
             "definition": "PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))]",
-            "perturbations": rows,
+            "perturbations": results,
         }));
     }
     println!("{:<16} {:>8} {:>10} {:>10} {:>7}", "perturbation", "PR", "cos feat", "cos logit", "n");
-    for (name, r) in &results {
+    for res in &results {
+        let r = &res.resistivity;
         println!(
-            "{name:<16} {:>8.4} {:>10.4} {:>10.4} {:>7}",
-            r.pr, r.feature_cosine, r.logit_cosine, r.samples
+            "{:<16} {:>8.4} {:>10.4} {:>10.4} {:>7}",
+            res.perturbation, r.pr, r.feature_cosine, r.logit_cosine, r.samples
         );
+        if let Some(profile) = &res.layerwise_cls_cosine {
+            let cells: Vec<String> = profile.iter().map(|c| format!("{c:.3}")).collect();
+            println!("{:<16} CLS cosine per block: {}", "", cells.join(" "));
+        }
     }
     Ok(())
 }

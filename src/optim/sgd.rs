@@ -74,6 +74,24 @@ impl Sgd {
 
     /// The f32 momentum buffer of `var`; `None` before its first step with a gradient, without
     /// momentum, or for a parameter this optimizer does not hold.
+    /// Restores a momentum buffer (f32, the param's shape), e.g. when resuming from a checkpoint.
+    pub fn set_momentum_buffer(&mut self, var: &Var, buffer: Tensor) -> Result<()> {
+        let i = self
+            .vars
+            .iter()
+            .position(|v| v.id() == var.id())
+            .ok_or_else(|| Error::Invalid("momentum buffer for a parameter this SGD does not train".into()))?;
+        if buffer.dims() != var.dims() {
+            return Err(Error::Invalid(format!(
+                "momentum buffer of shape {:?} for a parameter of shape {:?}",
+                buffer.dims(),
+                var.dims()
+            )));
+        }
+        self.buffers[i] = Some(buffer.to_dtype(candle_core::DType::F32)?);
+        Ok(())
+    }
+
     pub fn momentum_buffer(&self, var: &Var) -> Option<&Tensor> {
         let i = self.vars.iter().position(|v| v.id() == var.id())?;
         self.buffers[i].as_ref()

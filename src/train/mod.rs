@@ -2,3 +2,4 @@
 //! later modules, RVPT prompt tuning (the defence).
 
 pub mod contrastive;
+pub mod rvpt;

@@ -1,0 +1,88 @@
+//! The prompted image encoder and its frozen twin. Both share the unprompted prefix (blocks
+//! before the first prompted one); the prompted branch appends prompt tokens after [CLS] +
+//! patches at every prompted block, replacing the previous block's prompt outputs (VPT-deep).
+
+use super::prompts::DeepPrompts;
+use crate::error::{Error, Result};
+use crate::eval::ImageEncoder;
+use crate::model::vision::VisionTransformer;
+use candle_core::Tensor;
+
+pub struct PromptedEncoder<'a> {
+    pub vision: &'a VisionTransformer,
+    pub prompts: &'a DeepPrompts,
+}
+
+impl<'a> PromptedEncoder<'a> {
+    pub fn new(vision: &'a VisionTransformer, prompts: &'a DeepPrompts) -> Result<Self> {
+        let width = vision.config().hidden_size;
+        let blocks = vision.blocks.len();
+        let p0 = prompts.vars.first().ok_or_else(|| Error::Invalid("no prompts".into()))?;
+        if p0.dims()[1] != width || prompts.first_block + prompts.depth() != blocks {
+            return Err(Error::Invalid(format!(
+                "prompts of width {} for blocks {}..{} do not fit an image tower of width {width} with {blocks} blocks",
+                p0.dims()[1],
+                prompts.first_block,
+                prompts.first_block + prompts.depth()
+            )));
+        }
+        Ok(Self { vision, prompts })
+    }
+
+    /// Tokens after the unprompted blocks: what the frozen and prompted branches share, and what
+    /// the prefix cache stores.
+    pub fn prefix(&self, pixels: &Tensor) -> Result<Tensor> {
+        let x = self.vision.embed(pixels)?;
+        Ok(self.vision.forward_blocks(&x, 0..self.prompts.first_block)?)
+    }
+
+    /// Prompted blocks on top of a prefix; returns the tokens after every prompted block
+    /// ([CLS] + patches + prompt outputs).
+    pub fn prompted_blocks(&self, prefix: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, n, _) = prefix.dims3()?;
+        let mut x = prefix.clone();
+        let mut outs = Vec::with_capacity(self.prompts.depth());
+        for j in 0..self.prompts.depth() {
+            let base = x.narrow(1, 0, n)?;
+            let p = self.prompts.tokens(j, b)?.to_dtype(base.dtype())?;
+            let seq = Tensor::cat(&[&base, &p], 1)?;
+            x = self.vision.blocks[self.prompts.first_block + j].forward(&seq, None)?;
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+
+    /// Prefix → pooled prompted feature.
+    pub fn prompted_feature(&self, prefix: &Tensor) -> Result<Tensor> {
+        let outs = self.prompted_blocks(prefix)?;
+        let last = outs.last().ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
+        Ok(self.vision.pool(last)?)
+    }
+
+    /// Prefix → pooled feature of the original (unprompted) encoder, without gradient.
+    pub fn frozen_feature(&self, prefix: &Tensor) -> Result<Tensor> {
+        let x = self
+            .vision
+            .forward_blocks(&prefix.detach(), self.prompts.first_block..self.vision.blocks.len())?;
+        Ok(self.vision.pool(&x)?.detach())
+    }
+}
+
+impl ImageEncoder for PromptedEncoder<'_> {
+    fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.prompted_feature(&self.prefix(pixels)?)
+    }
+
+    fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
+        let mut x = self.vision.embed(pixels)?;
+        let mut cls = Vec::new();
+        for block in &self.vision.blocks[..self.prompts.first_block] {
+            x = block.forward(&x, None)?;
+            cls.push(x.narrow(1, 0, 1)?.squeeze(1)?);
+        }
+        for out in self.prompted_blocks(&x)? {
+            cls.push(out.narrow(1, 0, 1)?.squeeze(1)?);
+        }
+        Ok(cls)
+    }
+}

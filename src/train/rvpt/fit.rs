@@ -1,0 +1,262 @@
+//! The RVPT training loop: seeded k-shot data, CoOp augmentation or the frozen-prefix cache,
+//! SGD with momentum and weight decay on the prompts only, cosine annealing per epoch.
+
+use super::encoder::PromptedEncoder;
+use super::loss::{rvpt_loss, LossConfig};
+use super::prompts::DeepPrompts;
+use crate::data::{shuffled, Loader, Transform};
+use crate::error::{Error, Result};
+use crate::model::Clip;
+use crate::optim::{CosineSchedule, Optimizer, Sgd, SgdConfig};
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Training settings; the defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RvptConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub shots: usize,
+    pub seed: u64,
+    /// CoOp augmentation (random resized crop + flip); without it the prefix cache is used.
+    pub augment: bool,
+    /// Prompted blocks (the last `depth` of the tower).
+    pub depth: usize,
+    /// Prompt tokens per block.
+    pub length: usize,
+    pub loss: LossConfig,
+}
+
+impl Default for RvptConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 50,
+            batch_size: 32,
+            lr: 0.002,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            shots: 16,
+            seed: 0,
+            augment: true,
+            depth: 6,
+            length: 50,
+            loss: LossConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub ce: f64,
+    pub fr: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Where training resumes from: prompts, momentum buffers and the epochs already done.
+pub struct FitState {
+    pub prompts: DeepPrompts,
+    pub momentum: Vec<Option<Tensor>>,
+    pub logs: Vec<EpochLog>,
+}
+
+/// Per-image work that does not depend on the prompts: the shared prefix and the frozen branch's
+/// target (pooled feature, or [CLS] per prompted block when FR is layer-wise).
+struct Frozen {
+    prefix: Tensor,
+    target: Tensor,
+}
+
+fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> Result<Frozen> {
+    let prefix = enc.prefix(pixels)?.detach();
+    let target = if layerwise {
+        let mut x = prefix.clone();
+        let mut cls = Vec::new();
+        for block in &enc.vision.blocks[enc.prompts.first_block..] {
+            x = block.forward(&x, None)?;
+            cls.push(x.narrow(1, 0, 1)?);
+        }
+        Tensor::cat(&cls, 1)?.detach() // (B, depth, W)
+    } else {
+        enc.frozen_feature(&prefix)?
+    };
+    Ok(Frozen { prefix, target })
+}
+
+/// One optimisation step on a batch; returns (loss, ce, fr).
+fn step(
+    model: &Clip,
+    enc: &PromptedEncoder,
+    text: &Tensor,
+    frozen: &Frozen,
+    labels: &[usize],
+    cfg: &RvptConfig,
+    opt: &mut Sgd,
+) -> Result<(f64, f64, f64)> {
+    let device = frozen.prefix.device();
+    let labels = Tensor::from_vec(
+        labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+        labels.len(),
+        device,
+    )?;
+    let outs = enc.prompted_blocks(&frozen.prefix)?;
+    let last = outs.last().ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
+    let pooled = enc.vision.pool(last)?;
+    let (prompted, target) = if cfg.loss.layerwise {
+        let cls: Vec<Tensor> = outs
+            .iter()
+            .map(|o| o.narrow(1, 0, 1))
+            .collect::<candle_core::Result<_>>()?;
+        let p = Tensor::cat(&cls, 1)?;
+        let (b, d, w) = p.dims3()?;
+        (p.reshape((b * d, w))?, frozen.target.reshape((b * d, w))?)
+    } else {
+        (pooled.clone(), frozen.target.clone())
+    };
+    let parts = rvpt_loss(model, text, &labels, &pooled, &prompted, &target, &cfg.loss)?;
+    let total = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
+    opt.backward_step(&parts.total)?;
+    Ok((total, parts.ce as f64, parts.fr as f64))
+}
+
+/// A loaded batch of the frozen part, from the cache or computed now.
+fn gather(cache: &Frozen, idx: &[usize]) -> Result<Frozen> {
+    let device = cache.prefix.device();
+    let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
+    Ok(Frozen {
+        prefix: cache.prefix.index_select(&ids, 0)?,
+        target: cache.target.index_select(&ids, 0)?,
+    })
+}
+
+/// Trains the prompts of `state` on `samples` (already the k-shot subset) for the remaining
+/// epochs. `text`: (classes, E) unit class embeddings. `use_cache` (only without augmentation)
+/// computes the frozen part once; `on_epoch` sees the state after every epoch (checkpoints).
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    model: &Clip,
+    text: &Tensor,
+    samples: &[(PathBuf, usize)],
+    cfg: &RvptConfig,
+    mut state: FitState,
+    use_cache: bool,
+    show_progress: bool,
+    on_epoch: &mut dyn FnMut(&FitState) -> Result<()>,
+) -> Result<FitState> {
+    if samples.is_empty() {
+        return Err(Error::Invalid("no training images".into()));
+    }
+    if use_cache && cfg.augment {
+        return Err(Error::Invalid("the prefix cache needs --augment none".into()));
+    }
+    let device = text.device().clone();
+    let dtype = model.logit_scale()?.dtype();
+    let size = model.config().vision_config.image_size as u32;
+    let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
+    let mut opt = Sgd::new(
+        state.prompts.vars.clone(),
+        SgdConfig {
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            weight_decay: cfg.weight_decay,
+            nesterov: false,
+        },
+    )?;
+    for (v, m) in state.prompts.vars.iter().zip(&state.momentum) {
+        if let Some(m) = m {
+            opt.set_momentum_buffer(v, m.clone())?;
+        }
+    }
+    let schedule = CosineSchedule::new(cfg.lr, 0.0, cfg.epochs, 0)?;
+    let to_pixels = |unit: &Tensor| -> Result<Tensor> {
+        Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
+    };
+    let eval_loader = Loader::new(samples.to_vec(), Transform::eval(size), cfg.batch_size, &Device::Cpu)?;
+    let cache = if use_cache {
+        let mut prefixes = Vec::new();
+        let mut targets = Vec::new();
+        for batch in eval_loader.all()? {
+            let f = frozen_part(&enc, &to_pixels(&batch?.images)?, cfg.loss.layerwise)?;
+            prefixes.push(f.prefix);
+            targets.push(f.target);
+        }
+        Some(Frozen {
+            prefix: Tensor::cat(&prefixes, 0)?,
+            target: Tensor::cat(&targets, 0)?,
+        })
+    } else {
+        None
+    };
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let start = state.logs.len();
+    let bar = crate::eval::progress_bar(cfg.epochs, "training", show_progress);
+    bar.set_position(start as u64);
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = schedule.apply(&mut opt, epoch);
+        let order = shuffled(&all, cfg.seed, epoch as u64);
+        let (mut sum, mut sum_ce, mut sum_fr, mut n) = (0.0, 0.0, 0.0, 0usize);
+        let mut account = |(l, c, f): (f64, f64, f64), b: usize| {
+            sum += l * b as f64;
+            sum_ce += c * b as f64;
+            sum_fr += f * b as f64;
+            n += b;
+        };
+        if let Some(cache) = &cache {
+            for idx in order.chunks(cfg.batch_size) {
+                let labels: Vec<usize> = idx.iter().map(|&i| samples[i].1).collect();
+                let frozen = gather(cache, idx)?;
+                account(step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?, idx.len());
+            }
+        } else {
+            let transform = if cfg.augment {
+                let (seed, e) = (cfg.seed, epoch as u64);
+                Transform::custom(size, move |img, item| {
+                    // Seeded by (seed, epoch, image): reproducible whatever the thread order.
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xa06_0000);
+                    rng.set_stream((e << 32) ^ item.index as u64);
+                    Ok(crate::image::augment_coop(&img, size, &mut rng))
+                })
+            } else {
+                Transform::eval(size)
+            };
+            let loader = Loader::new(samples.to_vec(), transform, cfg.batch_size, &Device::Cpu)?;
+            for batch in loader.batches(order)? {
+                let batch = batch?;
+                let frozen = frozen_part(&enc, &to_pixels(&batch.images)?, cfg.loss.layerwise)?;
+                account(
+                    step(model, &enc, text, &frozen, &batch.labels, cfg, &mut opt)?,
+                    batch.labels.len(),
+                );
+            }
+        }
+        let n = n.max(1) as f64;
+        state.logs.push(EpochLog {
+            epoch,
+            loss: sum / n,
+            ce: sum_ce / n,
+            fr: sum_fr / n,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        state.momentum = state
+            .prompts
+            .vars
+            .iter()
+            .map(|v| opt.momentum_buffer(v).cloned())
+            .collect();
+        bar.inc(1);
+        bar.set_message(format!("loss {:.3}", sum / n));
+        on_epoch(&state)?;
+    }
+    bar.finish_and_clear();
+    Ok(state)
+}
