@@ -55,9 +55,15 @@ fn train_run(
     // Training draws from indices below the test split; runs differ by their shuffling seed.
     let len = steps * BATCH;
     if len as u64 > TEST_START {
-        return Err(rvpt::Error::Invalid(format!("{len} training pairs would reach the test split")));
+        return Err(rvpt::Error::Invalid(format!(
+            "{len} training pairs would reach the test split"
+        )));
     }
-    let pairs = ToyPairs { world, start: 0, len };
+    let pairs = ToyPairs {
+        world,
+        start: 0,
+        len,
+    };
     let cfg = ContrastiveConfig {
         epochs: 1,
         batch_size: BATCH,
@@ -109,13 +115,30 @@ struct Measured {
     asr: Vec<(String, f64)>,
 }
 
-fn measure(dir: &Path, test: &Path, triggers: &[(&str, Trigger)], target: &str) -> rvpt::Result<Measured> {
+fn measure(
+    dir: &Path,
+    test: &Path,
+    triggers: &[(&str, Trigger)],
+    target: &str,
+) -> rvpt::Result<Measured> {
     let ckpt = Checkpoint::read(&dir.join("model.safetensors"), Some(model_config()))?;
     let model: Clip = ckpt.into_model(DType::F32, &Device::Cpu)?;
     let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
     let folder = ImageFolder::open(test, None)?;
-    let loader = Loader::new(folder.samples().to_vec(), Transform::eval(32), 256, &Device::Cpu)?;
-    let zs = ZeroShot::new(&model, &model, &tok, folder.classes(), Templates::Single, &Device::Cpu)?;
+    let loader = Loader::new(
+        folder.samples().to_vec(),
+        Transform::eval(32),
+        256,
+        &Device::Cpu,
+    )?;
+    let zs = ZeroShot::new(
+        &model,
+        &model,
+        &tok,
+        folder.classes(),
+        Templates::Single,
+        &Device::Cpu,
+    )?;
     let clean = evaluate(&zs, &loader, None, false)?;
     let target = zs.class_index(target)?;
     let mut asr = Vec::new();
@@ -127,7 +150,10 @@ fn measure(dir: &Path, test: &Path, triggers: &[(&str, Trigger)], target: &str) 
             convention: AsrConvention::ExcludeTarget,
         };
         let r = evaluate(&zs, &loader, Some(&a), false)?;
-        asr.push((name.to_string(), r.attack_success_rate.map_or(f64::NAN, |r| r.value)));
+        asr.push((
+            name.to_string(),
+            r.attack_success_rate.map_or(f64::NAN, |r| r.value),
+        ));
     }
     Ok(Measured {
         ca: clean.clean_accuracy.value,
@@ -159,7 +185,10 @@ fn main() -> rvpt::Result<()> {
         .map(|(n, s)| Ok((*n, Trigger::parse(s)?)))
         .collect::<rvpt::Result<_>>()?;
     let write_tokenizer = |dir: &Path| {
-        rvpt::model::init::write_atomic(&dir.join("tokenizer.json"), rvpt::toy::tokenizer_json().as_bytes())
+        rvpt::model::init::write_atomic(
+            &dir.join("tokenizer.json"),
+            rvpt::toy::tokenizer_json().as_bytes(),
+        )
     };
 
     let clean_dir = out.join("clean");
@@ -180,7 +209,15 @@ fn main() -> rvpt::Result<()> {
             let ckpt = Checkpoint::read(&clean_dir.join("model.safetensors"), Some(cfg.clone()))?;
             let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?;
             let poisoner = TriggerPoisoner::new(trigger.clone(), &target, 100 + i as u64);
-            train_run(&vars, &tok, backdoor_steps, backdoor_lr, 20, 1 + i as u64, Some((&poisoner, rate)))?;
+            train_run(
+                &vars,
+                &tok,
+                backdoor_steps,
+                backdoor_lr,
+                20,
+                1 + i as u64,
+                Some((&poisoner, rate)),
+            )?;
             let dir = out.join(name);
             vars.save(&dir, DType::F16)?;
             write_tokenizer(&dir)?;

@@ -160,7 +160,12 @@ pub fn evaluate(
         .map(|s| format!("{}: {}", s.path.display(), s.reason))
         .collect();
     let asr = match attack {
-        Some(a) => Some(attack_success_rate(&triggered, &labels, a.target, a.convention)?),
+        Some(a) => Some(attack_success_rate(
+            &triggered,
+            &labels,
+            a.target,
+            a.convention,
+        )?),
         None => None,
     };
     Ok(EvalReport {
@@ -226,4 +231,3 @@ pub fn resistivity(
         })
         .collect())
 }
-

@@ -149,7 +149,12 @@ pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) 
         } else {
             (w, h)
         };
-        (((w - cw) / 2.0) as u32, ((h - ch) / 2.0) as u32, cw as u32, ch as u32)
+        (
+            ((w - cw) / 2.0) as u32,
+            ((h - ch) / 2.0) as u32,
+            cw as u32,
+            ch as u32,
+        )
     });
     let region = image::imageops::crop_imm(img, left, top, cw, ch).to_image();
     image::imageops::resize(&region, size, size, FilterType::CatmullRom)

@@ -64,7 +64,11 @@ pub fn clean_accuracy(predictions: &[usize], labels: &[usize]) -> Result<Rate> {
             labels.len()
         )));
     }
-    let hits = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let hits = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
     Ok(Rate::new(hits, labels.len()))
 }
 
@@ -113,7 +117,13 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
         .map(|r| {
             r.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                })
                 .0
         })
         .collect())

@@ -6,7 +6,10 @@ use rvpt::metrics::*;
 #[test]
 fn wilson_interval_known_values() {
     let (lo, hi) = wilson_interval(8, 10, 1.96);
-    assert!((lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3, "{lo} {hi}");
+    assert!(
+        (lo - 0.4902).abs() < 1e-3 && (hi - 0.9433).abs() < 1e-3,
+        "{lo} {hi}"
+    );
     let (lo, hi) = wilson_interval(0, 50, 1.96);
     assert_eq!(lo, 0.0);
     assert!((hi - 0.0713).abs() < 1e-3, "{hi}");
@@ -50,5 +53,8 @@ fn templates_are_the_openai_80() {
     let t = rvpt::text::Templates::OpenAi80.list();
     assert_eq!(t.len(), 80);
     assert!(t.iter().all(|s| s.matches("{}").count() == 1));
-    assert_eq!(rvpt::text::Templates::Single.list(), vec!["a photo of a {}."]);
+    assert_eq!(
+        rvpt::text::Templates::Single.list(),
+        vec!["a photo of a {}."]
+    );
 }

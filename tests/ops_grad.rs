@@ -8,10 +8,14 @@ use rvpt::model::ops;
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     // Deterministic pseudo-random values without depending on candle's global RNG.
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f64> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
         })
         .collect();
@@ -21,16 +25,42 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 /// Gradient of sum(f(x) * probe) w.r.t. `inputs`, for dtype f32 (fused) or f64 (composed).
-fn grads(f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[Tensor], probe: &Tensor, dtype: DType) -> Vec<Tensor> {
-    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()).collect();
+fn grads(
+    f: &dyn Fn(&[Tensor]) -> Tensor,
+    inputs: &[Tensor],
+    probe: &Tensor,
+    dtype: DType,
+) -> Vec<Tensor> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap())
+        .collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let loss = (f(&ts) * probe.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap();
+    let loss = (f(&ts) * probe.to_dtype(dtype).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let g = loss.backward().unwrap();
-    vars.iter().map(|v| g.get(v.as_tensor()).expect("every input gets a gradient").clone()).collect()
+    vars.iter()
+        .map(|v| {
+            g.get(v.as_tensor())
+                .expect("every input gets a gradient")
+                .clone()
+        })
+        .collect()
 }
 
 /// Checks fused-f32 gradients = composed-f64 gradients = finite differences (f64).
@@ -38,7 +68,10 @@ fn check(name: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: Vec<Tensor>) {
     let out = f(&inputs);
     let probe = randn(out.dims(), 99);
     // Forward: fused f32 vs composed f64.
-    let f32_in: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+    let f32_in: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F32).unwrap())
+        .collect();
     let fwd_err = max_diff(&f(&f32_in), &out);
     assert!(fwd_err < 1e-5, "{name}: forward differs by {fwd_err}");
 
@@ -60,10 +93,19 @@ fn check(name: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: Vec<Tensor>) {
                 v[k] += delta;
                 let mut ins = inputs.clone();
                 ins[i] = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
-                (f(&ins) * &probe).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                (f(&ins) * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
             };
             let fd = (eval(h) - eval(-h)) / (2.0 * h);
-            assert!((fd - g[k]).abs() < 1e-6 * (1.0 + fd.abs()), "{name}: input {i}[{k}]: fd {fd} vs autograd {}", g[k]);
+            assert!(
+                (fd - g[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name}: input {i}[{k}]: fd {fd} vs autograd {}",
+                g[k]
+            );
         }
     }
 }
@@ -71,7 +113,11 @@ fn check(name: &str, f: &dyn Fn(&[Tensor]) -> Tensor, inputs: Vec<Tensor>) {
 #[test]
 fn layer_norm_backward() {
     let f = |t: &[Tensor]| ops::layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap();
-    check("layer_norm", &f, vec![randn(&[3, 5, 16], 1), randn(&[16], 2), randn(&[16], 3)]);
+    check(
+        "layer_norm",
+        &f,
+        vec![randn(&[3, 5, 16], 1), randn(&[16], 2), randn(&[16], 3)],
+    );
 }
 
 #[test]

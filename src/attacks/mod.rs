@@ -66,7 +66,10 @@ impl Trigger {
                 Some(file) if !file.is_empty() => Ok(Trigger::Patch(patch::PatchFile::load(
                     std::path::Path::new(file),
                 )?)),
-                _ => Err(bad_spec(spec, "expected a patch file: patch:FILE.safetensors")),
+                _ => Err(bad_spec(
+                    spec,
+                    "expected a patch file: patch:FILE.safetensors",
+                )),
             },
             "lc" | "label-consistent" => Ok(Trigger::LabelConsistent(
                 LabelConsistent::parse_options(spec, rest)?,

@@ -78,12 +78,13 @@ impl PatchFile {
         if !path.is_file() {
             return Err(Error::MissingFile(path.to_path_buf()));
         }
-        let mut t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
-            Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+        let mut t =
+            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
+                Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?;
         let patch = t.remove("patch").ok_or_else(|| Error::MissingTensor {
             name: "patch".into(),
             source_file: path.to_path_buf(),

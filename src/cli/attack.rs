@@ -5,7 +5,9 @@ use rvpt::attacks::Trigger;
 use rvpt::data::CaptionManifest;
 use rvpt::model::{init::ClipVars, Checkpoint, ClipConfig};
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
-use rvpt::train::contrastive::{train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner};
+use rvpt::train::contrastive::{
+    train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner,
+};
 use std::path::PathBuf;
 
 /// `rvpt attack …` poisons (the default); `rvpt attack optimise-patch …` optimises a patch.
@@ -68,7 +70,11 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     }
     let trigger = Trigger::parse(&trigger_spec)?;
     let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let config = weights.config.as_deref().map(ClipConfig::from_file).transpose()?;
+    let config = weights
+        .config
+        .as_deref()
+        .map(ClipConfig::from_file)
+        .transpose()?;
     let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
     ckpt.validate(&weights.checkpoint)?;
     let cfg = ckpt.config.clone();

@@ -43,8 +43,13 @@ impl DataArgs {
         } else {
             OnBadImage::Fail
         };
-        let loader = Loader::new(samples, Transform::eval(size), self.batch_size, &candle_core::Device::Cpu)?
-            .on_bad_image(policy);
+        let loader = Loader::new(
+            samples,
+            Transform::eval(size),
+            self.batch_size,
+            &candle_core::Device::Cpu,
+        )?
+        .on_bad_image(policy);
         Ok((folder, loader))
     }
 }

@@ -40,7 +40,12 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let folder = ImageFolder::open(&args.images, None)?;
     let mut samples = folder.samples().to_vec();
     samples.truncate(args.limit);
-    let loader = Loader::new(samples, Transform::eval(engine.image_size()), 256, &engine.device)?;
+    let loader = Loader::new(
+        samples,
+        Transform::eval(engine.image_size()),
+        256,
+        &engine.device,
+    )?;
     let images: Vec<_> = loader
         .all()?
         .map(|b| b.map(|b| b.images))

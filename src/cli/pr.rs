@@ -39,7 +39,14 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         args.data_args.templates(),
         &engine.device,
     )?;
-    let results = resistivity(&zs, &loader, &perturbations, args.seed, args.layerwise, !args.json)?;
+    let results = resistivity(
+        &zs,
+        &loader,
+        &perturbations,
+        args.seed,
+        args.layerwise,
+        !args.json,
+    )?;
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
@@ -48,7 +55,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "perturbations": results,
         }));
     }
-    println!("{:<16} {:>8} {:>10} {:>10} {:>7}", "perturbation", "PR", "cos feat", "cos logit", "n");
+    println!(
+        "{:<16} {:>8} {:>10} {:>10} {:>7}",
+        "perturbation", "PR", "cos feat", "cos logit", "n"
+    );
     for res in &results {
         let r = &res.resistivity;
         println!(

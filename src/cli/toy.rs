@@ -25,7 +25,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> rvpt::Result<()> {
     let start = if args.split == "test" { TEST_START } else { 0 };
-    let written = ToyWorld::new(args.size, args.seed)?.write_image_folder(&args.out, start, args.per_class)?;
+    let written = ToyWorld::new(args.size, args.seed)?.write_image_folder(
+        &args.out,
+        start,
+        args.per_class,
+    )?;
     println!(
         "wrote {} images ({} per class, {} split) to {}",
         written.len(),

@@ -6,8 +6,7 @@
 //! `tests/ops_grad.rs` checks every backward against finite differences.
 
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
-    Shape, Tensor, D,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 use rayon::prelude::*;
 
@@ -25,7 +24,10 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 }
 
 fn last_dim(l: &Layout) -> Result<usize> {
-    l.dims().last().copied().ok_or_else(|| candle_core::Error::Msg("scalar input".into()))
+    l.dims()
+        .last()
+        .copied()
+        .ok_or_else(|| candle_core::Error::Msg("scalar input".into()))
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -59,12 +61,14 @@ impl CustomOp3 for LayerNormOp {
         let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let d = last_dim(xl)?;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, row)| {
-            let (mean, rstd) = row_stats(row, self.eps);
-            for i in 0..d {
-                o[i] = (row[i] - mean) * rstd * w[i] + b[i];
-            }
-        });
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(o, row)| {
+                let (mean, rstd) = row_stats(row, self.eps);
+                for i in 0..d {
+                    o[i] = (row[i] - mean) * rstd * w[i] + b[i];
+                }
+            });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
@@ -171,17 +175,19 @@ impl CustomOp1 for SoftmaxOp {
         let x = slice(s, l)?;
         let d = last_dim(l)?;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, row)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for i in 0..d {
-                o[i] = (row[i] - max).exp();
-                sum += o[i];
-            }
-            for v in o.iter_mut() {
-                *v /= sum;
-            }
-        });
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(o, row)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for i in 0..d {
+                    o[i] = (row[i] - max).exp();
+                    sum += o[i];
+                }
+                for v in o.iter_mut() {
+                    *v /= sum;
+                }
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -314,4 +320,3 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     x.broadcast_div(&norm)
 }
-

@@ -80,7 +80,9 @@ impl Sgd {
             .vars
             .iter()
             .position(|v| v.id() == var.id())
-            .ok_or_else(|| Error::Invalid("momentum buffer for a parameter this SGD does not train".into()))?;
+            .ok_or_else(|| {
+                Error::Invalid("momentum buffer for a parameter this SGD does not train".into())
+            })?;
         if buffer.dims() != var.dims() {
             return Err(Error::Invalid(format!(
                 "momentum buffer of shape {:?} for a parameter of shape {:?}",

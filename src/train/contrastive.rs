@@ -4,8 +4,8 @@
 use crate::error::{Error, Result};
 use crate::model::init::ClipVars;
 use crate::model::ops::l2_normalize;
-use crate::text::ClipTokenizer;
 use crate::optim::{CosineSchedule, Optimizer};
+use crate::text::ClipTokenizer;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -15,7 +15,11 @@ pub const MAX_LOG_SCALE: f32 = 4.605_17;
 
 /// Symmetric cross-entropy over the (B, B) image-text similarity matrix; pairs are on the
 /// diagonal. `log_scale` is the stored (log) logit scale.
-pub fn clip_loss(image_embeds: &Tensor, text_embeds: &Tensor, log_scale: &Tensor) -> Result<Tensor> {
+pub fn clip_loss(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    log_scale: &Tensor,
+) -> Result<Tensor> {
     let n = image_embeds.dim(0)?;
     let logits = l2_normalize(image_embeds)?
         .matmul(&l2_normalize(text_embeds)?.t()?)?
@@ -66,7 +70,9 @@ pub struct ContrastiveConfig {
 pub fn poisoned_indices(n: usize, rate: f64, seed: u64) -> Vec<bool> {
     let k = ((rate * n as f64).round() as usize).min(n);
     let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0001));
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x5eed_0001,
+    ));
     let mut mask = vec![false; n];
     for &i in &idx[..k] {
         mask[i] = true;
@@ -100,7 +106,9 @@ pub fn train(
     use rayon::prelude::*;
     let n = source.len();
     if n < 2 {
-        return Err(Error::Invalid(format!("{n} training pairs: need at least 2")));
+        return Err(Error::Invalid(format!(
+            "{n} training pairs: need at least 2"
+        )));
     }
     if cfg.poison_rate > 0.0 && poisoner.is_none() {
         return Err(Error::Invalid("poison rate > 0 needs a trigger".into()));
@@ -115,7 +123,9 @@ pub fn train(
     let steps_per_epoch = n / batch; // the ragged tail is dropped, as CLIP training does
     let total = steps_per_epoch * cfg.epochs;
     if total == 0 {
-        return Err(Error::Invalid("no training steps: raise epochs or lower the batch size".into()));
+        return Err(Error::Invalid(
+            "no training steps: raise epochs or lower the batch size".into(),
+        ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut logs = Vec::with_capacity(total);

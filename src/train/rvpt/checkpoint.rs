@@ -37,7 +37,10 @@ impl PromptCheckpoint {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (j, v) in self.prompts.vars.iter().enumerate() {
-            tensors.push((format!("prompt.{j}"), v.as_tensor().to_device(&Device::Cpu)?));
+            tensors.push((
+                format!("prompt.{j}"),
+                v.as_tensor().to_device(&Device::Cpu)?,
+            ));
         }
         for (j, m) in self.momentum.iter().enumerate() {
             if let Some(m) = m {
@@ -74,7 +77,10 @@ impl PromptCheckpoint {
         let meta: CheckpointMeta =
             serde_json::from_str(meta_json).map_err(|e| bad(format!("bad metadata: {e}")))?;
         if meta.format != FORMAT {
-            return Err(bad(format!("format `{}`, expected `{FORMAT}`", meta.format)));
+            return Err(bad(format!(
+                "format `{}`, expected `{FORMAT}`",
+                meta.format
+            )));
         }
         let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| bad(e.to_string()))?;
@@ -85,7 +91,10 @@ impl PromptCheckpoint {
                 break;
             };
             if p.rank() != 2 {
-                return Err(bad(format!("prompt.{j} has shape {:?}, expected (length, width)", p.dims())));
+                return Err(bad(format!(
+                    "prompt.{j} has shape {:?}, expected (length, width)",
+                    p.dims()
+                )));
             }
             vars.push(Var::from_tensor(&p.to_dtype(dtype)?.to_device(device)?)?);
             momentum.push(

@@ -17,7 +17,10 @@ impl<'a> PromptedEncoder<'a> {
     pub fn new(vision: &'a VisionTransformer, prompts: &'a DeepPrompts) -> Result<Self> {
         let width = vision.config().hidden_size;
         let blocks = vision.blocks.len();
-        let p0 = prompts.vars.first().ok_or_else(|| Error::Invalid("no prompts".into()))?;
+        let p0 = prompts
+            .vars
+            .first()
+            .ok_or_else(|| Error::Invalid("no prompts".into()))?;
         if p0.dims()[1] != width || prompts.first_block + prompts.depth() != blocks {
             return Err(Error::Invalid(format!(
                 "prompts of width {} for blocks {}..{} do not fit an image tower of width {width} with {blocks} blocks",
@@ -33,7 +36,9 @@ impl<'a> PromptedEncoder<'a> {
     /// the prefix cache stores.
     pub fn prefix(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.vision.embed(pixels)?;
-        Ok(self.vision.forward_blocks(&x, 0..self.prompts.first_block)?)
+        Ok(self
+            .vision
+            .forward_blocks(&x, 0..self.prompts.first_block)?)
     }
 
     /// Prompted blocks on top of a prefix; returns the tokens after every prompted block
@@ -55,15 +60,18 @@ impl<'a> PromptedEncoder<'a> {
     /// Prefix → pooled prompted feature.
     pub fn prompted_feature(&self, prefix: &Tensor) -> Result<Tensor> {
         let outs = self.prompted_blocks(prefix)?;
-        let last = outs.last().ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
+        let last = outs
+            .last()
+            .ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
         Ok(self.vision.pool(last)?)
     }
 
     /// Prefix → pooled feature of the original (unprompted) encoder, without gradient.
     pub fn frozen_feature(&self, prefix: &Tensor) -> Result<Tensor> {
-        let x = self
-            .vision
-            .forward_blocks(&prefix.detach(), self.prompts.first_block..self.vision.blocks.len())?;
+        let x = self.vision.forward_blocks(
+            &prefix.detach(),
+            self.prompts.first_block..self.vision.blocks.len(),
+        )?;
         Ok(self.vision.pool(&x)?.detach())
     }
 }

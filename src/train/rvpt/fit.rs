@@ -69,12 +69,13 @@ pub struct FitState {
 
 /// Per-image work that does not depend on the prompts: the shared prefix and the frozen branch's
 /// target (pooled feature, or [CLS] per prompted block when FR is layer-wise).
-struct Frozen {
-    prefix: Tensor,
-    target: Tensor,
+pub struct Frozen {
+    pub prefix: Tensor,
+    pub target: Tensor,
 }
 
-fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> Result<Frozen> {
+/// The prompt-independent part of a batch of normalised pixels.
+pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> Result<Frozen> {
     let prefix = enc.prefix(pixels)?.detach();
     let target = if layerwise {
         let mut x = prefix.clone();
@@ -90,16 +91,15 @@ fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> Resul
     Ok(Frozen { prefix, target })
 }
 
-/// One optimisation step on a batch; returns (loss, ce, fr).
-fn step(
+/// The RVPT loss of a batch (what every training step differentiates).
+pub fn batch_loss(
     model: &Clip,
     enc: &PromptedEncoder,
     text: &Tensor,
     frozen: &Frozen,
     labels: &[usize],
-    cfg: &RvptConfig,
-    opt: &mut Sgd,
-) -> Result<(f64, f64, f64)> {
+    loss: &LossConfig,
+) -> Result<super::loss::LossParts> {
     let device = frozen.prefix.device();
     let labels = Tensor::from_vec(
         labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
@@ -107,9 +107,11 @@ fn step(
         device,
     )?;
     let outs = enc.prompted_blocks(&frozen.prefix)?;
-    let last = outs.last().ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
+    let last = outs
+        .last()
+        .ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
     let pooled = enc.vision.pool(last)?;
-    let (prompted, target) = if cfg.loss.layerwise {
+    let (prompted, target) = if loss.layerwise {
         let cls: Vec<Tensor> = outs
             .iter()
             .map(|o| o.narrow(1, 0, 1))
@@ -120,7 +122,20 @@ fn step(
     } else {
         (pooled.clone(), frozen.target.clone())
     };
-    let parts = rvpt_loss(model, text, &labels, &pooled, &prompted, &target, &cfg.loss)?;
+    rvpt_loss(model, text, &labels, &pooled, &prompted, &target, loss)
+}
+
+/// One optimisation step on a batch; returns (loss, ce, fr).
+fn step(
+    model: &Clip,
+    enc: &PromptedEncoder,
+    text: &Tensor,
+    frozen: &Frozen,
+    labels: &[usize],
+    cfg: &RvptConfig,
+    opt: &mut Sgd,
+) -> Result<(f64, f64, f64)> {
+    let parts = batch_loss(model, enc, text, frozen, labels, &cfg.loss)?;
     let total = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
     opt.backward_step(&parts.total)?;
     Ok((total, parts.ce as f64, parts.fr as f64))
@@ -129,7 +144,11 @@ fn step(
 /// A loaded batch of the frozen part, from the cache or computed now.
 fn gather(cache: &Frozen, idx: &[usize]) -> Result<Frozen> {
     let device = cache.prefix.device();
-    let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), device)?;
+    let ids = Tensor::from_vec(
+        idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        idx.len(),
+        device,
+    )?;
     Ok(Frozen {
         prefix: cache.prefix.index_select(&ids, 0)?,
         target: cache.target.index_select(&ids, 0)?,
@@ -154,7 +173,9 @@ pub fn fit(
         return Err(Error::Invalid("no training images".into()));
     }
     if use_cache && cfg.augment {
-        return Err(Error::Invalid("the prefix cache needs --augment none".into()));
+        return Err(Error::Invalid(
+            "the prefix cache needs --augment none".into(),
+        ));
     }
     let device = text.device().clone();
     let dtype = model.logit_scale()?.dtype();
@@ -179,7 +200,12 @@ pub fn fit(
     let to_pixels = |unit: &Tensor| -> Result<Tensor> {
         Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
     };
-    let eval_loader = Loader::new(samples.to_vec(), Transform::eval(size), cfg.batch_size, &Device::Cpu)?;
+    let eval_loader = Loader::new(
+        samples.to_vec(),
+        Transform::eval(size),
+        cfg.batch_size,
+        &Device::Cpu,
+    )?;
     let cache = if use_cache {
         let mut prefixes = Vec::new();
         let mut targets = Vec::new();
@@ -214,7 +240,10 @@ pub fn fit(
             for idx in order.chunks(cfg.batch_size) {
                 let labels: Vec<usize> = idx.iter().map(|&i| samples[i].1).collect();
                 let frozen = gather(cache, idx)?;
-                account(step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?, idx.len());
+                account(
+                    step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?,
+                    idx.len(),
+                );
             }
         } else {
             let transform = if cfg.augment {

@@ -27,7 +27,9 @@ impl std::str::FromStr for Repulsion {
             "cosine" => Ok(Self::Cosine),
             "l1" => Ok(Self::L1),
             "l2" => Ok(Self::L2),
-            _ => Err(Error::Invalid(format!("unknown FR `{s}`: cosine, l1 or l2"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown FR `{s}`: cosine, l1 or l2"
+            ))),
         }
     }
 }
@@ -84,10 +86,17 @@ pub fn feature_repulsion(prompted: &Tensor, frozen: &Tensor, cfg: &LossConfig) -
 }
 
 /// Cross-entropy of logit_scale * cos(projected feature, class text) against `labels`.
-pub fn classification_loss(model: &Clip, features: &Tensor, text: &Tensor, labels: &Tensor) -> Result<Tensor> {
+pub fn classification_loss(
+    model: &Clip,
+    features: &Tensor,
+    text: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor> {
     let embeds = l2_normalize(&model.project_image(features)?)?.to_dtype(DType::F32)?;
     let scale = model.logit_scale()?.to_dtype(DType::F32)?.detach();
-    let logits = embeds.matmul(&text.to_dtype(DType::F32)?.t()?)?.broadcast_mul(&scale)?;
+    let logits = embeds
+        .matmul(&text.to_dtype(DType::F32)?.t()?)?
+        .broadcast_mul(&scale)?;
     Ok(candle_nn::loss::cross_entropy(&logits, labels)?)
 }
 

@@ -10,6 +10,6 @@ pub mod prompts;
 
 pub use checkpoint::{CheckpointMeta, PromptCheckpoint};
 pub use encoder::PromptedEncoder;
-pub use fit::{fit, EpochLog, FitState, RvptConfig};
+pub use fit::{batch_loss, fit, frozen_part, EpochLog, FitState, Frozen, RvptConfig};
 pub use loss::{LossConfig, Repulsion};
 pub use prompts::DeepPrompts;

@@ -37,7 +37,9 @@ impl DeepPrompts {
         let normal = Normal::new(0f32, 0.02).map_err(|e| Error::Invalid(e.to_string()))?;
         let vars = (0..depth)
             .map(|_| {
-                let data: Vec<f32> = (0..length * width).map(|_| normal.sample(&mut rng)).collect();
+                let data: Vec<f32> = (0..length * width)
+                    .map(|_| normal.sample(&mut rng))
+                    .collect();
                 let t = Tensor::from_vec(data, (length, width), device)?.to_dtype(dtype)?;
                 Ok(Var::from_tensor(&t)?)
             })
