@@ -15,7 +15,7 @@ use rvpt::metrics::AsrConvention;
 use rvpt::model::{init::ClipVars, Checkpoint, Clip};
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::text::{ClipTokenizer, Templates};
-use rvpt::toy::lab::{model_config, ToyPairs, TEST_START};
+use rvpt::toy::lab::{model_config, ToyPairs, BACKDOORS, TARGET, TEST_START};
 use rvpt::toy::ToyWorld;
 use rvpt::train::contrastive::{train, ContrastiveConfig, TriggerPoisoner};
 use std::path::{Path, PathBuf};
@@ -35,12 +35,6 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 const WORLD_SEED: u64 = 0;
 const BATCH: usize = 128;
 
-/// The backdoors of the demo, with trigger sizes scaled to 32 px images.
-const TRIGGERS: [(&str, &str); 3] = [
-    ("badnet", "badnet:size=3"),
-    ("blended", "blended"),
-    ("wanet", "wanet:k=4,s=1"),
-];
 
 fn train_run(
     vars: &ClipVars,
@@ -170,7 +164,7 @@ fn main() -> rvpt::Result<()> {
     let backdoor_steps: usize = arg(&args, "--backdoor-steps", 300);
     let backdoor_lr: f64 = arg(&args, "--backdoor-lr", 2e-4);
     let rate: f64 = arg(&args, "--poison-rate", 0.1);
-    let target: String = arg(&args, "--target", "heart".to_string());
+    let target: String = arg(&args, "--target", TARGET.to_string());
     let test_per_class: usize = arg(&args, "--test-per-class", 100);
     let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
     let cfg = model_config();
@@ -180,7 +174,7 @@ fn main() -> rvpt::Result<()> {
     if !test.join("captions.csv").exists() {
         ToyWorld::new(32, WORLD_SEED)?.write_image_folder(&test, TEST_START, test_per_class)?;
     }
-    let triggers: Vec<(&str, Trigger)> = TRIGGERS
+    let triggers: Vec<(&str, Trigger)> = BACKDOORS
         .iter()
         .map(|(n, s)| Ok((*n, Trigger::parse(s)?)))
         .collect::<rvpt::Result<_>>()?;

@@ -6,6 +6,7 @@
 
 pub mod attacks;
 pub mod data;
+pub mod defend;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod eval;
 pub mod image;
 pub mod metrics;
 pub mod model;
+pub mod report;
 pub mod optim;
 pub mod text;
 pub mod toy;

@@ -3,6 +3,7 @@
 mod attack;
 mod classify;
 mod data_args;
+mod defend;
 mod eval;
 mod info;
 mod patch;
@@ -59,6 +60,8 @@ enum Command {
     Attack(attack::Args),
     /// Write a split of the toy world as an image folder
     Toy(toy::Args),
+    /// Repair backdoored CLIPs with RVPT (vs VPT and no defence); the embedded demo by default
+    Defend(rvpt::defend::DefendArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -70,6 +73,7 @@ pub fn run() -> ExitCode {
         Command::Pr(a) => pr::run(a),
         Command::Attack(a) => attack::run(a),
         Command::Toy(a) => toy::run(a),
+        Command::Defend(a) => defend::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

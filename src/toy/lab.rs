@@ -62,3 +62,28 @@ impl PairSource for ToyPairs {
         })
     }
 }
+
+/// The demo's backdoors: name and trigger spec, with trigger sizes scaled to 32 px images.
+pub const BACKDOORS: [(&str, &str); 3] = [
+    ("badnet", "badnet:size=3"),
+    ("blended", "blended"),
+    ("wanet", "wanet:k=4,s=1"),
+];
+
+/// The attacker's target class in the toy world.
+pub const TARGET: &str = "heart";
+
+/// Writes (once) the toy train split (`shots` images per class) and test split (100 per class)
+/// under `dir`; returns their paths.
+pub fn ensure_splits(dir: &std::path::Path, shots: usize) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let world = ToyWorld::new(32, 0)?;
+    let train = dir.join(format!("toy-train-{shots}"));
+    let test = dir.join("toy-test");
+    if !train.join("captions.csv").exists() {
+        world.write_image_folder(&train, 0, shots)?;
+    }
+    if !test.join("captions.csv").exists() {
+        world.write_image_folder(&test, TEST_START, 100)?;
+    }
+    Ok((train, test))
+}

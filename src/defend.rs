@@ -1,0 +1,454 @@
+//! The main job: for each backdoored model, measure CA, ASR and PR with no defence, then train
+//! VPT (lambda = 0) and RVPT prompts on a few clean shots and measure again. Writes
+//! `report.json` and PNG plots. `cargo run --example defend` and `rvpt defend` both run this.
+
+use crate::attacks::{Perturbation, Trigger};
+use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, resistivity, Attack, ImageEncoder, PerturbationResult, ZeroShot};
+use crate::metrics::{AsrConvention, Rate};
+use crate::train::rvpt::{fit, DeepPrompts, EpochLog, FitState, PromptCheckpoint, PromptedEncoder, RvptConfig};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One backdoored model to repair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Case {
+    pub name: String,
+    pub weights: String,
+    pub trigger: String,
+    pub target: String,
+}
+
+/// A defence to compare: a name and its FR weight (0 = VPT).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Method {
+    pub name: String,
+    pub lambda: f64,
+}
+
+pub struct DefendSettings {
+    pub train_dir: PathBuf,
+    pub test_dir: PathBuf,
+    pub classnames: Option<PathBuf>,
+    pub rvpt: RvptConfig,
+    pub methods: Vec<Method>,
+    pub perturbations: Vec<Perturbation>,
+    pub device: Device,
+    pub dtype: DType,
+    pub out_dir: PathBuf,
+    /// Seed of triggers and perturbations at evaluation.
+    pub eval_seed: u64,
+    pub eval_batch: usize,
+    pub show_progress: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MethodResult {
+    pub method: String,
+    pub lambda: Option<f64>,
+    pub clean_accuracy: Rate,
+    pub attack_success_rate: Rate,
+    pub resistivity: Vec<PerturbationResult>,
+    pub epochs: Vec<EpochLog>,
+    pub train_seconds: f64,
+    pub prompts_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseResult {
+    pub case: Case,
+    pub shots: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub asr_convention: AsrConvention,
+    pub results: Vec<MethodResult>,
+}
+
+fn measure(
+    zs: &ZeroShot,
+    loader: &Loader,
+    attack: &Attack,
+    perturbations: &[Perturbation],
+    seed: u64,
+    progress: bool,
+) -> Result<(Rate, Rate, Vec<PerturbationResult>)> {
+    let report = evaluate(zs, loader, Some(attack), progress)?;
+    let pr = resistivity(zs, loader, perturbations, seed, false, progress)?;
+    let asr = report
+        .attack_success_rate
+        .ok_or_else(|| Error::Invalid("evaluation returned no ASR".into()))?;
+    Ok((report.clean_accuracy, asr, pr))
+}
+
+/// Runs every method on one backdoored model.
+pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
+    let engine = Engine::load(&case.weights, &s.device, s.dtype)?;
+    let trigger = Trigger::parse(&case.trigger)?;
+    let size = engine.image_size();
+    let train = ImageFolder::open(&s.train_dir, s.classnames.as_deref())?;
+    let test = ImageFolder::open(&s.test_dir, s.classnames.as_deref())?;
+    if train.classes() != test.classes() {
+        return Err(Error::Invalid(format!(
+            "train classes {:?} differ from test classes {:?}",
+            train.classes(),
+            test.classes()
+        )));
+    }
+    let classes = train.classes().to_vec();
+    let picks = k_shot(&train.labels(), &classes, s.rvpt.shots, s.rvpt.seed, TooFew::Error)?;
+    let samples: Vec<(PathBuf, usize)> = picks.iter().map(|&i| train.samples()[i].clone()).collect();
+    let loader = Loader::new(test.samples().to_vec(), Transform::eval(size), s.eval_batch, &Device::Cpu)?;
+    let model = &engine.model;
+    let text = crate::text::class_text_embeddings(model, &engine.tokenizer, &classes, &s.device)?;
+    let attack = Attack {
+        trigger: &trigger,
+        target: test.class_index(&case.target)?,
+        seed: s.eval_seed,
+        convention: AsrConvention::ExcludeTarget,
+    };
+    fn zero_shot<'a>(
+        model: &'a crate::model::Clip,
+        encoder: &'a dyn ImageEncoder,
+        classes: &[String],
+        text: &candle_core::Tensor,
+    ) -> ZeroShot<'a> {
+        ZeroShot {
+            model,
+            encoder,
+            classes: classes.to_vec(),
+            text: text.clone(),
+        }
+    }
+    let mut results = Vec::new();
+    let (ca, asr, pr) = measure(&zero_shot(model, model, &classes, &text), &loader, &attack, &s.perturbations, s.eval_seed, s.show_progress)?;
+    results.push(MethodResult {
+        method: "none".into(),
+        lambda: None,
+        clean_accuracy: ca,
+        attack_success_rate: asr,
+        resistivity: pr,
+        epochs: vec![],
+        train_seconds: 0.0,
+        prompts_file: None,
+    });
+    let base_sha = engine
+        .weights
+        .files
+        .iter()
+        .find(|f| f.role == "checkpoint")
+        .map(|f| f.sha256.clone())
+        .unwrap_or_default();
+    for m in &s.methods {
+        let mut cfg = s.rvpt.clone();
+        cfg.loss.lambda = m.lambda;
+        let v = &model.config().vision_config;
+        let prompts = DeepPrompts::init(
+            v.num_hidden_layers,
+            cfg.depth,
+            cfg.length,
+            v.hidden_size,
+            cfg.seed,
+            s.dtype,
+            &s.device,
+        )?;
+        let state = FitState {
+            momentum: vec![None; prompts.depth()],
+            prompts,
+            logs: vec![],
+        };
+        let file = s.out_dir.join(format!("prompts-{}-{}.safetensors", case.name, m.name));
+        let meta = |logs: &[EpochLog]| -> Result<crate::train::rvpt::CheckpointMeta> {
+            Ok(crate::train::rvpt::CheckpointMeta {
+                format: crate::train::rvpt::checkpoint::FORMAT.into(),
+                config: serde_json::to_value(&cfg)
+                    .map_err(|e| Error::Invalid(format!("config: {e}")))?,
+                base_sha256: base_sha.clone(),
+                seed: cfg.seed,
+                epoch: logs.len(),
+                first_block: v.num_hidden_layers - cfg.depth,
+                metrics: serde_json::to_value(logs).map_err(|e| Error::Invalid(format!("logs: {e}")))?,
+            })
+        };
+        let mut save = |st: &FitState| {
+            PromptCheckpoint {
+                prompts: st.prompts.clone(),
+                momentum: st.momentum.clone(),
+                meta: meta(&st.logs)?,
+            }
+            .save(&file)
+        };
+        let t0 = Instant::now();
+        let use_cache = !cfg.augment;
+        let state = fit(model, &text, &samples, &cfg, state, use_cache, s.show_progress, &mut save)?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
+        let (ca, asr, pr) = measure(&zero_shot(model, &enc, &classes, &text), &loader, &attack, &s.perturbations, s.eval_seed, s.show_progress)?;
+        results.push(MethodResult {
+            method: m.name.clone(),
+            lambda: Some(m.lambda),
+            clean_accuracy: ca,
+            attack_success_rate: asr,
+            resistivity: pr,
+            epochs: state.logs,
+            train_seconds,
+            prompts_file: Some(file),
+        });
+    }
+    Ok(CaseResult {
+        case: case.clone(),
+        shots: s.rvpt.shots,
+        train_images: samples.len(),
+        test_images: test.len(),
+        asr_convention: AsrConvention::ExcludeTarget,
+        results,
+    })
+}
+
+/// The before/after table, one row per method.
+pub fn table(r: &CaseResult) -> String {
+    let mut out = format!(
+        "{} ({} → {}), {} shots/class, {} test images\n",
+        r.case.name, r.case.trigger, r.case.target, r.shots, r.test_images
+    );
+    let prs: Vec<String> = r
+        .results
+        .first()
+        .map(|m| m.resistivity.iter().map(|p| p.perturbation.clone()).collect())
+        .unwrap_or_default();
+    out += &format!("  {:<8} {:>7} {:>7}", "method", "CA %", "ASR %");
+    for p in &prs {
+        out += &format!(" {:>12}", format!("PR {p}"));
+    }
+    out += "\n";
+    for m in &r.results {
+        out += &format!(
+            "  {:<8} {:>7.1} {:>7.1}",
+            m.method,
+            100.0 * m.clean_accuracy.value,
+            100.0 * m.attack_success_rate.value
+        );
+        for p in &m.resistivity {
+            out += &format!(" {:>12.3}", p.resistivity.pr);
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Loss curves, CA/ASR bars and PR per perturbation, as PNGs in `dir`.
+pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
+    use crate::report::{bar_plot, line_plot};
+    let mut written = Vec::new();
+    let mut curves = Vec::new();
+    for r in results {
+        for m in r.results.iter().filter(|m| !m.epochs.is_empty()) {
+            let pts = m.epochs.iter().map(|e| (e.epoch as f64 + 1.0, e.loss)).collect();
+            curves.push((format!("{} {}", r.case.name, m.method), pts));
+        }
+    }
+    if !curves.is_empty() {
+        let p = dir.join("loss.png");
+        line_plot(&p, "training loss (CE + lambda FR)", "epoch", "loss", &curves)?;
+        written.push(p);
+    }
+    let methods: Vec<String> = results
+        .first()
+        .map(|r| r.results.iter().map(|m| m.method.clone()).collect())
+        .unwrap_or_default();
+    let cats: Vec<String> = results.iter().map(|r| r.case.name.clone()).collect();
+    for (what, pick) in [
+        ("ca", (|m: &MethodResult| m.clean_accuracy.value) as fn(&MethodResult) -> f64),
+        ("asr", |m: &MethodResult| m.attack_success_rate.value),
+    ] {
+        let series: Vec<(String, Vec<f64>)> = methods
+            .iter()
+            .enumerate()
+            .map(|(j, name)| (name.clone(), results.iter().map(|r| 100.0 * pick(&r.results[j])).collect()))
+            .collect();
+        let p = dir.join(format!("{what}.png"));
+        let title = if what == "ca" { "clean accuracy (%)" } else { "attack success rate (%)" };
+        bar_plot(&p, title, "%", &cats, &series, 100.0)?;
+        written.push(p);
+    }
+    for r in results {
+        let perts: Vec<String> = r.results[0].resistivity.iter().map(|p| p.perturbation.clone()).collect();
+        let series: Vec<(String, Vec<f64>)> = r
+            .results
+            .iter()
+            .map(|m| (m.method.clone(), m.resistivity.iter().map(|p| p.resistivity.pr).collect()))
+            .collect();
+        let max = series.iter().flat_map(|s| s.1.iter()).fold(1.0f64, |a, &b| a.max(b)) * 1.1;
+        let p = dir.join(format!("pr-{}.png", r.case.name));
+        bar_plot(&p, &format!("PR per perturbation: {}", r.case.name), "PR", &perts, &series, max)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+/// Command-line options of `rvpt defend` and `cargo run --example defend`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DefendArgs {
+    /// Backdoored weights (entry, repo id, directory or file); default: the three embedded toy models
+    #[arg(long, requires_all = ["data", "test_data", "trigger", "target"])]
+    pub weights: Option<String>,
+    /// Training image folder (one sub-folder per class); k shots per class are drawn from it
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Test image folder with the same classes
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Class names file for both folders
+    #[arg(long)]
+    pub classnames: Option<PathBuf>,
+    /// The backdoor's trigger spec (for ASR and PR)
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// The backdoor's target class
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    pub shots: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0.002)]
+    pub lr: f64,
+    /// FR weight of RVPT (VPT, lambda = 0, always runs beside it)
+    #[arg(long, default_value_t = 2.0)]
+    pub lambda: f64,
+    /// Prompt tokens per block
+    #[arg(long, default_value_t = 50)]
+    pub prompt_length: usize,
+    /// How many of the last blocks get prompts
+    #[arg(long, default_value_t = 6)]
+    pub prompted_blocks: usize,
+    /// coop (random resized crop + flip) or none (enables the frozen-prefix cache)
+    #[arg(long, default_value = "coop", value_parser = ["coop", "none"])]
+    pub augment: String,
+    /// FR measure: cosine, l1 or l2
+    #[arg(long, default_value = "cosine")]
+    pub fr: String,
+    /// FR on the [CLS] token at every prompted block
+    #[arg(long)]
+    pub layerwise_fr: bool,
+    /// Margin variant of FR: max(FR_i, margin)
+    #[arg(long)]
+    pub margin: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Perturbations for PR; the case's trigger is added
+    #[arg(long, default_value = "noise:0.03,blur:3,flip")]
+    pub perturb: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where report.json, the plots and the prompt checkpoints go
+    #[arg(long, default_value = "defend-report")]
+    pub out: PathBuf,
+    /// Print report.json on stdout instead of tables
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The embedded demo: the three backdoored toy CLIPs of `weights.toml`.
+pub fn toy_cases() -> Vec<Case> {
+    crate::toy::lab::BACKDOORS
+        .iter()
+        .map(|(name, spec)| Case {
+            name: name.to_string(),
+            weights: format!("toy-{name}"),
+            trigger: spec.to_string(),
+            target: crate::toy::lab::TARGET.to_string(),
+        })
+        .collect()
+}
+
+/// Runs the defence and writes the report; prints tables (or JSON).
+pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let (cases, train_dir, test_dir) = match &args.weights {
+        Some(w) => {
+            let need = |o: &Option<String>, what: &str| {
+                o.clone().ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
+            };
+            let case = Case {
+                name: "model".into(),
+                weights: w.clone(),
+                trigger: need(&args.trigger, "trigger")?,
+                target: need(&args.target, "target")?,
+            };
+            let dir = |o: &Option<PathBuf>, what: &str| {
+                o.clone().ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
+            };
+            (vec![case], dir(&args.data, "data")?, dir(&args.test_data, "test-data")?)
+        }
+        None => {
+            let (train, test) = crate::toy::lab::ensure_splits(&args.out, args.shots.max(16))?;
+            (toy_cases(), train, test)
+        }
+    };
+    let mut rvpt = RvptConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        shots: args.shots,
+        seed: args.seed,
+        augment: args.augment == "coop",
+        depth: args.prompted_blocks,
+        length: args.prompt_length,
+        ..RvptConfig::default()
+    };
+    rvpt.loss.repulsion = args.fr.parse()?;
+    rvpt.loss.layerwise = args.layerwise_fr;
+    rvpt.loss.margin = args.margin;
+    let base_perturb = Perturbation::parse_list(&args.perturb)?;
+    let mut results = Vec::new();
+    for case in &cases {
+        let mut perturbations = base_perturb.clone();
+        perturbations.push(Perturbation::parse(&case.trigger)?);
+        let settings = DefendSettings {
+            train_dir: train_dir.clone(),
+            test_dir: test_dir.clone(),
+            classnames: args.classnames.clone(),
+            rvpt: rvpt.clone(),
+            methods: vec![
+                Method { name: "vpt".into(), lambda: 0.0 },
+                Method { name: "rvpt".into(), lambda: args.lambda },
+            ],
+            perturbations,
+            device: crate::device::parse_device(&args.device)?,
+            dtype: crate::device::parse_dtype(&args.dtype)?,
+            out_dir: args.out.clone(),
+            eval_seed: 7,
+            eval_batch: 256,
+            show_progress: !args.json,
+        };
+        if !args.json {
+            eprintln!("defending {} ({})", case.name, case.weights);
+        }
+        let r = defend_case(case, &settings)?;
+        if !args.json {
+            println!("{}", table(&r));
+        }
+        results.push(r);
+        // Keep what is done so far even if a later case fails.
+        crate::report::write_json(&args.out.join("report.json"), &results)?;
+    }
+    let written = plots(&results, &args.out)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&results)
+            .map_err(|e| Error::Invalid(format!("cannot serialise the report: {e}")))?;
+        println!("{text}");
+    } else {
+        println!("report: {}", args.out.join("report.json").display());
+        for p in written {
+            println!("plot:   {}", p.display());
+        }
+    }
+    Ok(results)
+}
