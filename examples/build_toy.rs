@@ -35,7 +35,6 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 const WORLD_SEED: u64 = 0;
 const BATCH: usize = 128;
 
-
 fn train_run(
     vars: &ClipVars,
     tokenizer: &ClipTokenizer,
@@ -188,9 +187,22 @@ fn main() -> rvpt::Result<()> {
     let clean_dir = out.join("clean");
     if stage == "all" || stage == "pretrain" {
         eprintln!("pretraining the toy CLIP: {pretrain_steps} steps of {BATCH}");
-        let vars = ClipVars::init(&cfg, 0, &Device::Cpu)?;
+        // `--continue DIR` continues pretraining from a saved model (a warm restart of the schedule).
+        let vars = match args
+            .iter()
+            .position(|a| a == "--continue")
+            .and_then(|i| args.get(i + 1))
+        {
+            Some(dir) => {
+                let ckpt =
+                    Checkpoint::read(&Path::new(dir).join("model.safetensors"), Some(cfg.clone()))?;
+                ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?
+            }
+            None => ClipVars::init(&cfg, 0, &Device::Cpu)?,
+        };
         eprintln!("  {} parameters", vars.parameter_count());
-        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, 0, None)?;
+        let seed: u64 = arg(&args, "--pretrain-seed", 0);
+        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, seed, None)?;
         vars.save(&clean_dir, DType::F16)?;
         write_tokenizer(&clean_dir)?;
     }

@@ -8,7 +8,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, resistivity, Attack, ImageEncoder, PerturbationResult, ZeroShot};
 use crate::metrics::{AsrConvention, Rate};
-use crate::train::rvpt::{fit, DeepPrompts, EpochLog, FitState, PromptCheckpoint, PromptedEncoder, RvptConfig};
+use crate::train::rvpt::{
+    fit, DeepPrompts, EpochLog, FitState, PromptCheckpoint, PromptedEncoder, RvptConfig,
+};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -98,9 +100,21 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         )));
     }
     let classes = train.classes().to_vec();
-    let picks = k_shot(&train.labels(), &classes, s.rvpt.shots, s.rvpt.seed, TooFew::Error)?;
-    let samples: Vec<(PathBuf, usize)> = picks.iter().map(|&i| train.samples()[i].clone()).collect();
-    let loader = Loader::new(test.samples().to_vec(), Transform::eval(size), s.eval_batch, &Device::Cpu)?;
+    let picks = k_shot(
+        &train.labels(),
+        &classes,
+        s.rvpt.shots,
+        s.rvpt.seed,
+        TooFew::Error,
+    )?;
+    let samples: Vec<(PathBuf, usize)> =
+        picks.iter().map(|&i| train.samples()[i].clone()).collect();
+    let loader = Loader::new(
+        test.samples().to_vec(),
+        Transform::eval(size),
+        s.eval_batch,
+        &Device::Cpu,
+    )?;
     let model = &engine.model;
     let text = crate::text::class_text_embeddings(model, &engine.tokenizer, &classes, &s.device)?;
     let attack = Attack {
@@ -123,7 +137,14 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         }
     }
     let mut results = Vec::new();
-    let (ca, asr, pr) = measure(&zero_shot(model, model, &classes, &text), &loader, &attack, &s.perturbations, s.eval_seed, s.show_progress)?;
+    let (ca, asr, pr) = measure(
+        &zero_shot(model, model, &classes, &text),
+        &loader,
+        &attack,
+        &s.perturbations,
+        s.eval_seed,
+        s.show_progress,
+    )?;
     results.push(MethodResult {
         method: "none".into(),
         lambda: None,
@@ -159,7 +180,9 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             prompts,
             logs: vec![],
         };
-        let file = s.out_dir.join(format!("prompts-{}-{}.safetensors", case.name, m.name));
+        let file = s
+            .out_dir
+            .join(format!("prompts-{}-{}.safetensors", case.name, m.name));
         let meta = |logs: &[EpochLog]| -> Result<crate::train::rvpt::CheckpointMeta> {
             Ok(crate::train::rvpt::CheckpointMeta {
                 format: crate::train::rvpt::checkpoint::FORMAT.into(),
@@ -169,7 +192,8 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
                 seed: cfg.seed,
                 epoch: logs.len(),
                 first_block: v.num_hidden_layers - cfg.depth,
-                metrics: serde_json::to_value(logs).map_err(|e| Error::Invalid(format!("logs: {e}")))?,
+                metrics: serde_json::to_value(logs)
+                    .map_err(|e| Error::Invalid(format!("logs: {e}")))?,
             })
         };
         let mut save = |st: &FitState| {
@@ -182,10 +206,26 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         };
         let t0 = Instant::now();
         let use_cache = !cfg.augment;
-        let state = fit(model, &text, &samples, &cfg, state, use_cache, s.show_progress, &mut save)?;
+        let state = fit(
+            model,
+            &text,
+            &samples,
+            &cfg,
+            state,
+            use_cache,
+            s.show_progress,
+            &mut save,
+        )?;
         let train_seconds = t0.elapsed().as_secs_f64();
         let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
-        let (ca, asr, pr) = measure(&zero_shot(model, &enc, &classes, &text), &loader, &attack, &s.perturbations, s.eval_seed, s.show_progress)?;
+        let (ca, asr, pr) = measure(
+            &zero_shot(model, &enc, &classes, &text),
+            &loader,
+            &attack,
+            &s.perturbations,
+            s.eval_seed,
+            s.show_progress,
+        )?;
         results.push(MethodResult {
             method: m.name.clone(),
             lambda: Some(m.lambda),
@@ -216,7 +256,12 @@ pub fn table(r: &CaseResult) -> String {
     let prs: Vec<String> = r
         .results
         .first()
-        .map(|m| m.resistivity.iter().map(|p| p.perturbation.clone()).collect())
+        .map(|m| {
+            m.resistivity
+                .iter()
+                .map(|p| p.perturbation.clone())
+                .collect()
+        })
         .unwrap_or_default();
     out += &format!("  {:<8} {:>7} {:>7}", "method", "CA %", "ASR %");
     for p in &prs {
@@ -245,13 +290,23 @@ pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut curves = Vec::new();
     for r in results {
         for m in r.results.iter().filter(|m| !m.epochs.is_empty()) {
-            let pts = m.epochs.iter().map(|e| (e.epoch as f64 + 1.0, e.loss)).collect();
+            let pts = m
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64 + 1.0, e.loss))
+                .collect();
             curves.push((format!("{} {}", r.case.name, m.method), pts));
         }
     }
     if !curves.is_empty() {
         let p = dir.join("loss.png");
-        line_plot(&p, "training loss (CE + lambda FR)", "epoch", "loss", &curves)?;
+        line_plot(
+            &p,
+            "training loss (CE + lambda FR)",
+            "epoch",
+            "loss",
+            &curves,
+        )?;
         written.push(p);
     }
     let methods: Vec<String> = results
@@ -260,29 +315,64 @@ pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
         .unwrap_or_default();
     let cats: Vec<String> = results.iter().map(|r| r.case.name.clone()).collect();
     for (what, pick) in [
-        ("ca", (|m: &MethodResult| m.clean_accuracy.value) as fn(&MethodResult) -> f64),
+        (
+            "ca",
+            (|m: &MethodResult| m.clean_accuracy.value) as fn(&MethodResult) -> f64,
+        ),
         ("asr", |m: &MethodResult| m.attack_success_rate.value),
     ] {
         let series: Vec<(String, Vec<f64>)> = methods
             .iter()
             .enumerate()
-            .map(|(j, name)| (name.clone(), results.iter().map(|r| 100.0 * pick(&r.results[j])).collect()))
+            .map(|(j, name)| {
+                (
+                    name.clone(),
+                    results
+                        .iter()
+                        .map(|r| 100.0 * pick(&r.results[j]))
+                        .collect(),
+                )
+            })
             .collect();
         let p = dir.join(format!("{what}.png"));
-        let title = if what == "ca" { "clean accuracy (%)" } else { "attack success rate (%)" };
+        let title = if what == "ca" {
+            "clean accuracy (%)"
+        } else {
+            "attack success rate (%)"
+        };
         bar_plot(&p, title, "%", &cats, &series, 100.0)?;
         written.push(p);
     }
     for r in results {
-        let perts: Vec<String> = r.results[0].resistivity.iter().map(|p| p.perturbation.clone()).collect();
+        let perts: Vec<String> = r.results[0]
+            .resistivity
+            .iter()
+            .map(|p| p.perturbation.clone())
+            .collect();
         let series: Vec<(String, Vec<f64>)> = r
             .results
             .iter()
-            .map(|m| (m.method.clone(), m.resistivity.iter().map(|p| p.resistivity.pr).collect()))
+            .map(|m| {
+                (
+                    m.method.clone(),
+                    m.resistivity.iter().map(|p| p.resistivity.pr).collect(),
+                )
+            })
             .collect();
-        let max = series.iter().flat_map(|s| s.1.iter()).fold(1.0f64, |a, &b| a.max(b)) * 1.1;
+        let max = series
+            .iter()
+            .flat_map(|s| s.1.iter())
+            .fold(1.0f64, |a, &b| a.max(b))
+            * 1.1;
         let p = dir.join(format!("pr-{}.png", r.case.name));
-        bar_plot(&p, &format!("PR per perturbation: {}", r.case.name), "PR", &perts, &series, max)?;
+        bar_plot(
+            &p,
+            &format!("PR per perturbation: {}", r.case.name),
+            "PR",
+            &perts,
+            &series,
+            max,
+        )?;
         written.push(p);
     }
     Ok(written)
@@ -374,7 +464,8 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
     let (cases, train_dir, test_dir) = match &args.weights {
         Some(w) => {
             let need = |o: &Option<String>, what: &str| {
-                o.clone().ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
+                o.clone()
+                    .ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
             };
             let case = Case {
                 name: "model".into(),
@@ -383,9 +474,14 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
                 target: need(&args.target, "target")?,
             };
             let dir = |o: &Option<PathBuf>, what: &str| {
-                o.clone().ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
+                o.clone()
+                    .ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
             };
-            (vec![case], dir(&args.data, "data")?, dir(&args.test_data, "test-data")?)
+            (
+                vec![case],
+                dir(&args.data, "data")?,
+                dir(&args.test_data, "test-data")?,
+            )
         }
         None => {
             let (train, test) = crate::toy::lab::ensure_splits(&args.out, args.shots.max(16))?;
@@ -417,8 +513,14 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             classnames: args.classnames.clone(),
             rvpt: rvpt.clone(),
             methods: vec![
-                Method { name: "vpt".into(), lambda: 0.0 },
-                Method { name: "rvpt".into(), lambda: args.lambda },
+                Method {
+                    name: "vpt".into(),
+                    lambda: 0.0,
+                },
+                Method {
+                    name: "rvpt".into(),
+                    lambda: args.lambda,
+                },
             ],
             perturbations,
             device: crate::device::parse_device(&args.device)?,

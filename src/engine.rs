@@ -1,8 +1,10 @@
 //! A loaded model with its tokenizer and provenance: what the CLI commands share.
 
 use crate::error::{Error, Result};
+use crate::eval::ImageEncoder;
 use crate::model::{ops, Checkpoint, Clip, ClipConfig};
 use crate::text::{class_text_embeddings, ClipTokenizer};
+use crate::train::rvpt::{DeepPrompts, PromptCheckpoint, PromptedEncoder};
 use crate::weights::{resolve, ResolvedWeights};
 use candle_core::{DType, Device, Tensor, D};
 use std::path::{Path, PathBuf};
@@ -72,9 +74,38 @@ impl Engine {
         Ok(Tensor::stack(&images, 0)?.to_dtype(self.dtype)?)
     }
 
-    /// Zero-shot classification with "a photo of a {label}.", top `k` per image.
+    /// sha256 of the checkpoint file the model was loaded from.
+    pub fn checkpoint_sha256(&self) -> Option<&str> {
+        self.weights
+            .files
+            .iter()
+            .find(|f| f.role == "checkpoint")
+            .map(|f| f.sha256.as_str())
+    }
+
+    /// Loads an RVPT prompt checkpoint for this model; refuses prompts trained on other weights.
+    pub fn load_prompts(&self, path: &Path) -> Result<DeepPrompts> {
+        let ck = PromptCheckpoint::load(path, self.dtype, &self.device)?;
+        if let Some(actual) = self.checkpoint_sha256() {
+            if !ck.meta.base_sha256.is_empty() && ck.meta.base_sha256 != actual {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "prompts were trained on weights with sha256 {}, these weights have {actual}",
+                        ck.meta.base_sha256
+                    ),
+                });
+            }
+        }
+        PromptedEncoder::new(&self.model.vision, &ck.prompts)?;
+        Ok(ck.prompts)
+    }
+
+    /// Zero-shot classification with "a photo of a {label}.", top `k` per image, through
+    /// `encoder` (the plain model, or a prompted one).
     pub fn classify(
         &self,
+        encoder: &dyn ImageEncoder,
         paths: &[PathBuf],
         labels: &[String],
         k: usize,
@@ -89,7 +120,8 @@ impl Engine {
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(32) {
             let pixels = self.preprocess(chunk)?;
-            let image = ops::l2_normalize(&self.model.image_embeds(&pixels)?)?;
+            let features = encoder.features(&pixels)?;
+            let image = ops::l2_normalize(&self.model.project_image(&features)?)?;
             let logits = image
                 .matmul(&text.t()?)?
                 .broadcast_mul(&self.model.logit_scale()?.to_dtype(self.dtype)?)?;

@@ -13,7 +13,11 @@ static FONTS: Once = Once::new();
 fn fonts() {
     FONTS.call_once(|| {
         // A failure here only costs the text of the plots; the bars and lines still draw.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
         let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
     });
 }
@@ -53,7 +57,10 @@ pub fn line_plot(
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x0 > x1 {
-        return Err(Error::Invalid(format!("nothing to plot in {}", path.display())));
+        return Err(Error::Invalid(format!(
+            "nothing to plot in {}",
+            path.display()
+        )));
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
     let mut buf = vec![255u8; (W * H * 3) as usize];
@@ -79,7 +86,9 @@ pub fn line_plot(
                 .draw_series(LineSeries::new(s.iter().copied(), colour.stroke_width(2)))
                 .map_err(|e| plot_err(path, e))?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -142,7 +151,9 @@ pub fn bar_plot(
                 .draw_series(bars)
                 .map_err(|e| plot_err(path, e))?
                 .label(name.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
+                });
         }
         chart
             .configure_series_labels()

@@ -24,10 +24,20 @@ pub struct Args {
 pub fn run(args: Args) -> rvpt::Result<()> {
     let labels = rvpt::text::parse_labels(&args.labels)?;
     let engine = args.model.load()?;
-    let predictions = engine.classify(&args.images, &labels, args.top_k)?;
+    let prompts = args.model.load_prompts(&engine)?;
+    let prompted = prompts
+        .as_ref()
+        .map(|p| rvpt::train::rvpt::PromptedEncoder::new(&engine.model.vision, p))
+        .transpose()?;
+    let encoder: &dyn rvpt::eval::ImageEncoder = match &prompted {
+        Some(p) => p,
+        None => &engine.model,
+    };
+    let predictions = engine.classify(encoder, &args.images, &labels, args.top_k)?;
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
+            "prompts": args.model.prompts,
             "template": rvpt::text::CLASS_TEMPLATE,
             "predictions": predictions,
         }));

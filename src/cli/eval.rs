@@ -35,9 +35,18 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let trigger = args.trigger.as_deref().map(Trigger::parse).transpose()?;
     let engine = args.model.load()?;
     let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
+    let prompts = args.model.load_prompts(&engine)?;
+    let prompted = prompts
+        .as_ref()
+        .map(|p| rvpt::train::rvpt::PromptedEncoder::new(&engine.model.vision, p))
+        .transpose()?;
+    let encoder: &dyn rvpt::eval::ImageEncoder = match &prompted {
+        Some(p) => p,
+        None => &engine.model,
+    };
     let zs = ZeroShot::new(
         &engine.model,
-        &engine.model,
+        encoder,
         &engine.tokenizer,
         folder.classes(),
         args.data_args.templates(),
@@ -60,6 +69,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
+            "prompts": args.model.prompts,
             "data": args.data,
             "templates": args.data_args.templates(),
             "report": report,

@@ -36,6 +36,9 @@ pub struct ModelArgs {
     /// f32, f16 or bf16
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// RVPT prompt checkpoint to apply (from `rvpt defend`)
+    #[arg(long)]
+    pub prompts: Option<std::path::PathBuf>,
 }
 
 impl ModelArgs {
@@ -43,6 +46,17 @@ impl ModelArgs {
         let device = rvpt::device::parse_device(&self.device)?;
         let dtype = rvpt::device::parse_dtype(&self.dtype)?;
         rvpt::engine::Engine::load(&self.weights, &device, dtype)
+    }
+
+    /// The prompts of `--prompts`, checked against the loaded weights.
+    pub fn load_prompts(
+        &self,
+        engine: &rvpt::engine::Engine,
+    ) -> rvpt::Result<Option<rvpt::train::rvpt::DeepPrompts>> {
+        self.prompts
+            .as_deref()
+            .map(|p| engine.load_prompts(p))
+            .transpose()
     }
 }
 

@@ -31,9 +31,18 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let perturbations = Perturbation::parse_list(&args.perturb)?;
     let engine = args.model.load()?;
     let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
+    let prompts = args.model.load_prompts(&engine)?;
+    let prompted = prompts
+        .as_ref()
+        .map(|p| rvpt::train::rvpt::PromptedEncoder::new(&engine.model.vision, p))
+        .transpose()?;
+    let encoder: &dyn rvpt::eval::ImageEncoder = match &prompted {
+        Some(p) => p,
+        None => &engine.model,
+    };
     let zs = ZeroShot::new(
         &engine.model,
-        &engine.model,
+        encoder,
         &engine.tokenizer,
         folder.classes(),
         args.data_args.templates(),
@@ -50,6 +59,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
+            "prompts": args.model.prompts,
             "images": args.images,
             "definition": "PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))]",
             "perturbations": results,

@@ -75,7 +75,10 @@ pub const TARGET: &str = "heart";
 
 /// Writes (once) the toy train split (`shots` images per class) and test split (100 per class)
 /// under `dir`; returns their paths.
-pub fn ensure_splits(dir: &std::path::Path, shots: usize) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub fn ensure_splits(
+    dir: &std::path::Path,
+    shots: usize,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let world = ToyWorld::new(32, 0)?;
     let train = dir.join(format!("toy-train-{shots}"));
     let test = dir.join("toy-test");

@@ -1,0 +1,77 @@
+"""PyTorch side of `cargo run --release --example bench_rvpt`: one RVPT training step (prompted
+forward through the last 6 of 12 ViT-B/32 blocks with 50 prompt tokens, frozen branch, CE +
+2 * FR, backward to the prompts, SGD with momentum) with random weights, batch 32, f32, CPU.
+Prints one JSON line with samples/s and peak RSS.
+
+    python benches/rvpt_torch.py --batch 32 --iters 3 --threads 2
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+p = argparse.ArgumentParser()
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--iters", type=int, default=3)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--depth", type=int, default=6)
+p.add_argument("--length", type=int, default=50)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+
+vm = CLIPVisionModel(CLIPVisionConfig(), attn_implementation="sdpa").vision_model.eval()
+for q in vm.parameters():
+    q.requires_grad_(False)
+proj = torch.randn(768, 512) * 0.02
+text = F.normalize(torch.randn(10, 512), dim=-1)
+layers = vm.encoder.layers
+first = len(layers) - a.depth
+prompts = (torch.randn(a.depth, a.length, 768) * 0.02).requires_grad_(True)
+opt = torch.optim.SGD([prompts], lr=0.002, momentum=0.9, weight_decay=5e-4)
+x_in = torch.randn(a.batch, 3, 224, 224)
+labels = torch.randint(0, 10, (a.batch,))
+
+
+def step():
+    with torch.no_grad():
+        x = vm.pre_layrnorm(vm.embeddings(x_in))
+        for layer in layers[:first]:
+            x = layer(x, None)
+        prefix = x
+        f = prefix
+        for layer in layers[first:]:
+            f = layer(f, None)
+        frozen = vm.post_layernorm(f[:, 0])
+    n = prefix.shape[1]
+    x = prefix
+    for j, layer in enumerate(layers[first:]):
+        x = torch.cat([x[:, :n], prompts[j].unsqueeze(0).expand(a.batch, -1, -1)], 1)
+        x = layer(x, None)
+    pooled = vm.post_layernorm(x[:, 0])
+    logits = 100.0 * F.normalize(pooled @ proj, dim=-1) @ text.t()
+    loss = F.cross_entropy(logits, labels) + 2.0 * F.cosine_similarity(pooled, frozen).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+step()  # warm-up
+times = []
+for _ in range(a.iters):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+med = sorted(times)[len(times) // 2]
+print(json.dumps({
+    "impl": f"torch {torch.__version__} (sdpa)",
+    "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+    "threads": torch.get_num_threads(),
+    "median_s": med,
+    "samples_per_s": a.batch / med,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))

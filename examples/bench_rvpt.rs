@@ -1,0 +1,140 @@
+//! Benchmark (not a test): one RVPT training step on ViT-B/32 shapes with random weights
+//! (prefix through blocks 0..6, frozen branch, 50 prompt tokens in blocks 6..12, CE + 2 FR,
+//! backward, SGD), batch 32, f32 CPU: samples/s and peak memory, beside PyTorch in the same run.
+//!
+//!     cargo run --release --example bench_rvpt -- [--batch 32] [--iters 3] [--python PATH]
+
+use candle_core::{DType, Device, Tensor};
+use rvpt::model::{expected_tensors, ClipConfig};
+use rvpt::optim::{Optimizer, Sgd, SgdConfig};
+use rvpt::train::rvpt::{batch_loss, frozen_part, DeepPrompts, LossConfig, PromptedEncoder};
+use std::collections::HashMap;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> rvpt::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let batch: usize = arg(&args, "--batch", 32);
+    let iters: usize = arg(&args, "--iters", 3);
+    let python: String = arg(&args, "--python", String::new());
+    let cfg = ClipConfig::vit_base_patch32();
+    let dev = Device::Cpu;
+    let mut tensors = HashMap::new();
+    for (name, shape) in expected_tensors(&cfg)? {
+        if name.starts_with("vision_model.")
+            || name == "visual_projection.weight"
+            || name == "logit_scale"
+        {
+            tensors.insert(name, Tensor::randn(0f32, 0.02, shape, &dev)?);
+        } else {
+            // The text tower is not used by a prompt-tuning step: zero-cost broadcast placeholders.
+            tensors.insert(
+                name,
+                Tensor::zeros((), DType::F32, &dev)?.broadcast_as(shape)?,
+            );
+        }
+    }
+    let model = rvpt::model::Clip::new(
+        candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev),
+        &cfg,
+    )?;
+    let prompts = DeepPrompts::init(12, 6, 50, 768, 0, DType::F32, &dev)?;
+    let enc = PromptedEncoder::new(&model.vision, &prompts)?;
+    let text = rvpt::model::ops::l2_normalize(&Tensor::randn(0f32, 1.0, (10, 512), &dev)?)?;
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &dev)?;
+    let sgd = SgdConfig {
+        lr: 0.002,
+        momentum: 0.9,
+        dampening: 0.0,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    let mut opt = Sgd::new(prompts.vars.clone(), sgd)?;
+    let mut step = || -> rvpt::Result<()> {
+        let frozen = frozen_part(&enc, &pixels, false)?;
+        let parts = batch_loss(
+            &model,
+            &enc,
+            &text,
+            &frozen,
+            &labels,
+            &LossConfig::default(),
+        )?;
+        opt.backward_step(&parts.total)
+    };
+    step()?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        step()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let ours = batch as f64 / median;
+    println!(
+        "rvpt (candle 0.11.1, {} threads): step {median:.2}s, {ours:.2} samples/s, peak RSS {:.0} MB",
+        candle_core::utils::get_num_threads(),
+        peak_rss_mb()
+    );
+    if !python.is_empty() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rvpt_torch.py");
+        let out = std::process::Command::new(&python)
+            .args([
+                script,
+                "--batch",
+                &batch.to_string(),
+                "--iters",
+                &iters.to_string(),
+            ])
+            .args([
+                "--threads",
+                &candle_core::utils::get_num_threads().to_string(),
+            ])
+            .output()
+            .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap_or(""))
+            .map_err(|_| {
+            rvpt::Error::Invalid(format!(
+                "torch step failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })?;
+        let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{} ({}, {} threads): step {:.2}s, {theirs:.2} samples/s, peak RSS {:.0} MB",
+            v["impl"].as_str().unwrap_or("torch"),
+            v["blas"].as_str().unwrap_or("?"),
+            v["threads"],
+            v["median_s"].as_f64().unwrap_or(f64::NAN),
+            v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!("ratio rvpt/torch: {:.2}x", ours / theirs);
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The main job end to end, CI-sized: `rvpt defend` on the embedded toy models writes the report,
+//! the plots and prompt checkpoints that `--prompts` then applies.
+
+use std::process::Command;
+
+fn rvpt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rvpt"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn defend_writes_report_plots_and_usable_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let o = rvpt(&[
+        "defend",
+        "--epochs",
+        "2",
+        "--shots",
+        "2",
+        "--prompt-length",
+        "4",
+        "--augment",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cases = report.as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let methods: Vec<&str> = case["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(methods, ["none", "vpt", "rvpt"]);
+        for m in case["results"].as_array().unwrap() {
+            assert!(m["clean_accuracy"]["value"].as_f64().unwrap().is_finite());
+            assert_eq!(m["resistivity"].as_array().unwrap().len(), 4);
+        }
+        assert_eq!(case["results"][2]["epochs"].as_array().unwrap().len(), 2);
+    }
+    for f in [
+        "report.json",
+        "loss.png",
+        "ca.png",
+        "asr.png",
+        "pr-badnet.png",
+        "prompts-badnet-rvpt.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let png = image::open(out.join("asr.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (900, 500));
+
+    // The checkpoint applies to its own weights, and is refused on others.
+    let data = dir.path().join("test");
+    assert!(
+        rvpt(&["toy", "--out", data.to_str().unwrap(), "--per-class", "2"])
+            .status
+            .success()
+    );
+    let prompts = out.join("prompts-badnet-rvpt.safetensors");
+    let o = rvpt(&[
+        "eval",
+        "--weights",
+        "toy-badnet",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = rvpt(&[
+        "eval",
+        "--weights",
+        "toy-blended",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trained on weights with sha256"));
+}

@@ -1,0 +1,190 @@
+//! The backdoor lab end to end on the committed toy models, through the `rvpt` binary: eval and
+//! pr run offline, the backdoors work, a CI-sized poisoning run raises ASR, bad input is named.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn rvpt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rvpt"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = rvpt(args);
+    assert!(ok, "rvpt {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn toy_split(dir: &Path, split: &str, per_class: usize) -> String {
+    let d = dir.join(split);
+    let (ok, _, err) = rvpt(&[
+        "toy",
+        "--out",
+        d.to_str().unwrap(),
+        "--split",
+        split,
+        "--per-class",
+        &per_class.to_string(),
+    ]);
+    assert!(ok, "{err}");
+    d.to_str().unwrap().to_string()
+}
+
+fn asr(weights: &str, data: &str, trigger: &str) -> (f64, f64) {
+    let v = json(&[
+        "eval",
+        "--weights",
+        weights,
+        "--data",
+        data,
+        "--trigger",
+        trigger,
+        "--target",
+        "heart",
+        "--json",
+    ]);
+    let r = &v["report"];
+    (
+        r["clean_accuracy"]["value"].as_f64().unwrap(),
+        r["attack_success_rate"]["value"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn backdoored_toy_models_are_backdoored_and_the_clean_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 20);
+    for (name, trigger) in rvpt::toy::lab::BACKDOORS {
+        let (ca, bad) = asr(&format!("toy-{name}"), &test, trigger);
+        let (_, clean) = asr("toy-clean", &test, trigger);
+        println!("{name}: CA {ca:.3}, ASR {bad:.3} (clean model: {clean:.3})");
+        assert!(
+            bad > clean + 0.3,
+            "{name}: ASR {bad} vs clean model {clean}"
+        );
+        assert!(ca > 0.3, "{name}: CA {ca}");
+    }
+}
+
+#[test]
+fn pr_reports_every_perturbation() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 3);
+    let v = json(&[
+        "pr",
+        "--weights",
+        "toy-badnet",
+        "--images",
+        &test,
+        "--perturb",
+        "noise:0.03,blur:3,flip,badnet:size=3",
+        "--layerwise",
+        "--json",
+    ]);
+    let rows = v["perturbations"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        let pr = r["resistivity"]["pr"].as_f64().unwrap();
+        assert!(pr.is_finite() && pr > 0.0, "{r}");
+        assert_eq!(r["resistivity"]["samples"], 30);
+        assert_eq!(r["layerwise_cls_cosine"].as_array().unwrap().len(), 12);
+    }
+}
+
+#[test]
+fn ci_sized_poisoning_raises_asr() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 10);
+    let train = toy_split(dir.path(), "train", 40);
+    let out = dir.path().join("poisoned");
+    let (ok, msg, err) = rvpt(&[
+        "attack",
+        "--weights",
+        "toy-clean",
+        "--pairs",
+        &format!("{train}/captions.csv"),
+        "--trigger",
+        "badnet:size=3",
+        "--target",
+        "heart",
+        "--poison-rate",
+        "0.3",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "50",
+        "--lr",
+        "5e-4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    println!("{msg}");
+    let (_, before) = asr("toy-clean", &test, "badnet:size=3");
+    let (ca, after) = asr(out.to_str().unwrap(), &test, "badnet:size=3");
+    println!("ASR before {before:.3}, after {after:.3} (CA {ca:.3})");
+    assert!(
+        after > before + 0.2,
+        "poisoning did not raise ASR: {before} → {after}"
+    );
+}
+
+#[test]
+fn bad_lab_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 2);
+    let (ok, _, err) = rvpt(&[
+        "eval",
+        "--weights",
+        "toy-clean",
+        "--data",
+        &test,
+        "--trigger",
+        "badnet",
+        "--target",
+        "unicorn",
+    ]);
+    assert!(!ok && err.contains("unicorn"), "{err}");
+    std::fs::create_dir_all(dir.path().join("test/empty-class")).unwrap();
+    let (ok, _, err) = rvpt(&["eval", "--weights", "toy-clean", "--data", &test]);
+    assert!(!ok && err.contains("empty-class"), "{err}");
+    let (ok, _, err) = rvpt(&[
+        "eval",
+        "--weights",
+        "toy-clean",
+        "--data",
+        &test,
+        "--trigger",
+        "sparkles",
+        "--target",
+        "heart",
+    ]);
+    assert!(!ok && err.contains("sparkles"), "{err}");
+    std::fs::remove_dir(dir.path().join("test/empty-class")).unwrap();
+    // An unreadable image: a named error, or a reported skip with --on-bad-image skip.
+    std::fs::write(dir.path().join("test/circle/broken.png"), b"not a png").unwrap();
+    let (ok, _, err) = rvpt(&["eval", "--weights", "toy-clean", "--data", &test]);
+    assert!(!ok && err.contains("broken.png"), "{err}");
+    let v = json(&[
+        "eval",
+        "--weights",
+        "toy-clean",
+        "--data",
+        &test,
+        "--on-bad-image",
+        "skip",
+        "--json",
+    ]);
+    assert_eq!(v["report"]["skipped"].as_array().unwrap().len(), 1);
+    assert_eq!(v["report"]["clean_accuracy"]["total"], 20);
+}
