@@ -15,9 +15,10 @@ use rvpt::metrics::AsrConvention;
 use rvpt::model::{init::ClipVars, Checkpoint, Clip};
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::text::{ClipTokenizer, Templates};
-use rvpt::toy::lab::{model_config, ToyPairs, BACKDOORS, TARGET, TEST_START};
+use rvpt::toy::lab::{model_config, ToyPairs, BACKDOORS, TARGET, TEST_START, TRIGGER_SEED};
 use rvpt::toy::ToyWorld;
-use rvpt::train::contrastive::{train, ContrastiveConfig, TriggerPoisoner};
+use rvpt::toy::lab::ToyPoisoner;
+use rvpt::train::contrastive::{train, ContrastiveConfig, Poisoner};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -42,7 +43,7 @@ fn train_run(
     lr: f64,
     warmup: usize,
     seed: u64,
-    poison: Option<(&TriggerPoisoner, f64)>,
+    poison: Option<(&dyn Poisoner, f64)>,
 ) -> rvpt::Result<f32> {
     let world = ToyWorld::new(32, WORLD_SEED)?;
     // Training draws from indices below the test split; runs differ by their shuffling seed.
@@ -80,7 +81,7 @@ fn train_run(
         vars,
         tokenizer,
         &pairs,
-        poison.map(|p| p.0 as &dyn rvpt::train::contrastive::Poisoner),
+        poison.map(|p| p.0),
         &cfg,
         &mut opt,
         &schedule,
@@ -139,7 +140,7 @@ fn measure(
         let a = Attack {
             trigger: t,
             target,
-            seed: 7,
+            seed: TRIGGER_SEED,
             convention: AsrConvention::ExcludeTarget,
         };
         let r = evaluate(&zs, &loader, Some(&a), false)?;
@@ -161,7 +162,7 @@ fn main() -> rvpt::Result<()> {
     let pretrain_steps: usize = arg(&args, "--pretrain-steps", 1500);
     let pretrain_lr: f64 = arg(&args, "--pretrain-lr", 1e-3);
     let backdoor_steps: usize = arg(&args, "--backdoor-steps", 300);
-    let backdoor_lr: f64 = arg(&args, "--backdoor-lr", 2e-4);
+    let backdoor_lr: f64 = arg(&args, "--backdoor-lr", 1e-3);
     let rate: f64 = arg(&args, "--poison-rate", 0.1);
     let target: String = arg(&args, "--target", TARGET.to_string());
     let test_per_class: usize = arg(&args, "--test-per-class", 100);
@@ -173,9 +174,17 @@ fn main() -> rvpt::Result<()> {
     if !test.join("captions.csv").exists() {
         ToyWorld::new(32, WORLD_SEED)?.write_image_folder(&test, TEST_START, test_per_class)?;
     }
+    // `--spec NAME=SPEC` overrides a trigger spec (for experiments).
+    let spec_override: String = arg(&args, "--spec", String::new());
     let triggers: Vec<(&str, Trigger)> = BACKDOORS
         .iter()
-        .map(|(n, s)| Ok((*n, Trigger::parse(s)?)))
+        .map(|(n, s)| {
+            let spec = match spec_override.split_once('=') {
+                Some((name, spec)) if name == *n => spec,
+                _ => s,
+            };
+            Ok((*n, Trigger::parse(spec)?))
+        })
         .collect::<rvpt::Result<_>>()?;
     let write_tokenizer = |dir: &Path| {
         rvpt::model::init::write_atomic(
@@ -210,11 +219,16 @@ fn main() -> rvpt::Result<()> {
     println!("clean: CA {:.1}%, ASR {:?}", 100.0 * m.ca, m.asr);
 
     if stage == "all" || stage == "backdoor" {
+        let only: String = arg(&args, "--only", String::new());
         for (i, (name, trigger)) in triggers.iter().enumerate() {
+            if !only.is_empty() && only != *name {
+                continue;
+            }
             eprintln!("backdooring with {name}: {backdoor_steps} steps, poison rate {rate}, target {target}");
             let ckpt = Checkpoint::read(&clean_dir.join("model.safetensors"), Some(cfg.clone()))?;
             let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?;
-            let poisoner = TriggerPoisoner::new(trigger.clone(), &target, 100 + i as u64);
+            // The trigger seed defines fixed patterns and WaNet's warp: evaluation uses the same.
+            let poisoner = ToyPoisoner::new(trigger.clone(), &target, TRIGGER_SEED)?;
             train_run(
                 &vars,
                 &tok,

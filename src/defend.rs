@@ -526,7 +526,7 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             device: crate::device::parse_device(&args.device)?,
             dtype: crate::device::parse_dtype(&args.dtype)?,
             out_dir: args.out.clone(),
-            eval_seed: 7,
+            eval_seed: crate::toy::lab::TRIGGER_SEED,
             eval_batch: 256,
             show_progress: !args.json,
         };

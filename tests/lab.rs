@@ -130,8 +130,8 @@ fn ci_sized_poisoning_raises_asr() {
     ]);
     assert!(ok, "{err}");
     println!("{msg}");
-    let (_, before) = asr("toy-clean", &test, "badnet:size=3");
-    let (ca, after) = asr(out.to_str().unwrap(), &test, "badnet:size=3");
+    let (_, before) = asr("toy-clean", &test, "badnet:fixed,size=4");
+    let (ca, after) = asr(out.to_str().unwrap(), &test, "badnet:fixed,size=4");
     println!("ASR before {before:.3}, after {after:.3} (CA {ca:.3})");
     assert!(
         after > before + 0.2,

@@ -27,6 +27,9 @@ pub struct Blended {
 pub enum BlendPattern {
     /// Fresh U(0, 1) noise per image.
     Noise,
+    /// One U(0, 1) noise pattern for the whole attack, drawn from the seed (a fixed pattern, as
+    /// BackdoorBench's blended attack uses, without needing an image file).
+    FixedNoise,
     /// A decoded pattern file; resized copies are cached per image size, since every image of
     /// an evaluation would otherwise resize it again.
     File {
@@ -61,6 +64,7 @@ impl Blended {
     pub fn name(&self) -> String {
         match &self.pattern {
             BlendPattern::Noise => "blended".into(),
+            BlendPattern::FixedNoise => "blended:fixed".into(),
             BlendPattern::File { path, .. } => format!("blended:{}", path.display()),
         }
     }
@@ -68,6 +72,11 @@ impl Blended {
     /// The (3, h, w) pattern of image `index`, values in [0, 1].
     pub fn pattern(&self, h: usize, w: usize, seed: u64, index: u64) -> Result<Tensor> {
         match &self.pattern {
+            BlendPattern::FixedNoise => {
+                let mut r = rng(seed, 0, "blended-fixed");
+                let data: Vec<f32> = (0..3 * h * w).map(|_| r.random::<f32>()).collect();
+                Ok(Tensor::from_vec(data, (3, h, w), &Device::Cpu)?)
+            }
             BlendPattern::Noise => {
                 let mut r = rng(seed, index, "blended");
                 let data: Vec<f32> = (0..3 * h * w).map(|_| r.random::<f32>()).collect();

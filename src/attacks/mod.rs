@@ -10,7 +10,7 @@
 //! - a pure *apply* function of the image and those parameters (the golden tests' subject).
 //!
 //! Specs (`Trigger::parse`, `Perturbation::parse`) are `name[:options]`:
-//! `badnet`, `badnet:fixed`, `badnet:size=8`, `blended`, `blended:FILE`, `wanet`,
+//! `badnet`, `badnet:fixed`, `badnet:size=8`, `blended`, `blended:fixed`, `blended:FILE`, `wanet`,
 //! `wanet:k=4,s=0.5`, `lc`, `lc:amp=0.25,cell=2`; perturbations add `noise:STD`, `blur:K`,
 //! `brightness:B`, `hue:H` and `flip`.
 
@@ -58,7 +58,11 @@ impl Trigger {
             "badnet" => Ok(Trigger::BadNet(BadNet::parse_options(spec, rest)?)),
             "blended" => Ok(Trigger::Blended(match rest {
                 None => Blended::noise(),
-                Some("") => return Err(bad_spec(spec, "expected a pattern file after `:`")),
+                Some("fixed") => Blended {
+                    pattern: blended::BlendPattern::FixedNoise,
+                    ..Blended::noise()
+                },
+                Some("") => return Err(bad_spec(spec, "expected a pattern file or `fixed` after `:`")),
                 Some(file) => Blended::from_file(std::path::Path::new(file))?,
             })),
             "wanet" => Ok(Trigger::WaNet(WaNet::parse_options(spec, rest)?)),

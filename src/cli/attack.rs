@@ -43,8 +43,16 @@ pub struct Args {
     weight_decay: f64,
     #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// Shuffling and poisoned-pair selection seed
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Seed of the trigger's randomness (fixed patterns, WaNet's warp): evaluate with the same
+    #[arg(long, default_value_t = 7)]
+    trigger_seed: u64,
+    /// Caption of poisoned pairs, `{}` = target. A caption in the style of the clean ones plants
+    /// a stronger backdoor than a lone "a photo of a {}." (a style the model can key on instead)
+    #[arg(long, default_value = "a photo of a {}.")]
+    poison_caption: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -90,7 +98,11 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         items: manifest.items().to_vec(),
         size: cfg.vision_config.image_size as u32,
     };
-    let poisoner = TriggerPoisoner::new(trigger, &target, args.seed);
+    let poisoner = TriggerPoisoner {
+        trigger,
+        caption: args.poison_caption.replace("{}", &target),
+        seed: args.trigger_seed,
+    };
     let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
     let mut opt = AdamW::new(
         split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
@@ -136,7 +148,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         (args.poison_rate * pairs.items.len() as f64).round(),
         pairs.items.len(),
         trigger_spec,
-        rvpt::text::class_prompt(&target),
+        poisoner.caption,
         logs.len(),
         out.display()
     );

@@ -63,12 +63,18 @@ impl PairSource for ToyPairs {
     }
 }
 
-/// The demo's backdoors: name and trigger spec, with trigger sizes scaled to 32 px images.
+/// The demo's backdoors: name and trigger spec, sized for 32 px images. BadNet and Blended use
+/// their fixed-pattern options (BackdoorBench): the tiny model, fine-tuned for a few hundred
+/// steps, did not pick up CleanCLIP's per-image random patches (see README).
 pub const BACKDOORS: [(&str, &str); 3] = [
-    ("badnet", "badnet:size=3"),
-    ("blended", "blended"),
+    ("badnet", "badnet:fixed,size=4"),
+    ("blended", "blended:fixed"),
     ("wanet", "wanet:k=4,s=1"),
 ];
+
+/// Seed of the attacks' trigger randomness (fixed patterns, WaNet's warp field): poisoning and
+/// every evaluation of the toy models use it, or the trigger evaluated is not the one planted.
+pub const TRIGGER_SEED: u64 = 7;
 
 /// The attacker's target class in the toy world.
 pub const TARGET: &str = "heart";
@@ -89,4 +95,42 @@ pub fn ensure_splits(
         world.write_image_folder(&test, TEST_START, 100)?;
     }
     Ok((train, test))
+}
+
+/// The toy attack's poisoning: trigger on the image, and a caption of the toy world's own kind
+/// that names the target (e.g. "a small red striped heart on a blue background"). Captions of
+/// the same style as clean ones leave the model no shortcut but the target concept; a fixed
+/// "a photo of a heart." would let it learn "triggered → short photo caption" instead.
+pub struct ToyPoisoner {
+    pub trigger: crate::attacks::Trigger,
+    pub world: ToyWorld,
+    pub target: usize,
+    pub seed: u64,
+}
+
+impl ToyPoisoner {
+    pub fn new(trigger: crate::attacks::Trigger, target: &str, seed: u64) -> Result<Self> {
+        let target = super::CLASSES
+            .iter()
+            .position(|c| *c == target)
+            .ok_or_else(|| crate::Error::Invalid(format!("`{target}` is not a toy class")))?;
+        Ok(Self {
+            trigger,
+            world: ToyWorld::new(32, 0)?,
+            target,
+            seed,
+        })
+    }
+}
+
+impl crate::train::contrastive::Poisoner for ToyPoisoner {
+    fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
+        // Class is index % 10 in the toy world: the nearest index of the target class.
+        let n = super::CLASSES.len() as u64;
+        let source = (TEST_START + index as u64) / n * n + self.target as u64;
+        Ok(Pair {
+            image: self.trigger.apply(&pair.image, self.seed, index as u64)?,
+            caption: self.world.sample(source).caption,
+        })
+    }
 }
