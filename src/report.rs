@@ -128,10 +128,10 @@ pub fn bar_plot(
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(categories.len())
+            .x_labels(categories.len() * 2 + 1)
             .x_label_formatter(&move |x| {
                 let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 0.26 {
+                if (x - x.floor() - 0.5).abs() < 0.1 {
                     cats.get(i).cloned().unwrap_or_default()
                 } else {
                     String::new()

@@ -723,7 +723,23 @@ fn blended_fixed_is_one_pattern_per_seed() {
     let a = b.apply(&img, 3, 0).unwrap();
     let c = b.apply(&img, 3, 41).unwrap();
     let d = b.apply(&img, 4, 0).unwrap();
-    let diff = |x: &Tensor, y: &Tensor| (x - y).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-    assert_eq!(diff(&a, &c), 0.0, "the fixed pattern must not depend on the image index");
-    assert!(diff(&a, &d) > 0.0, "the fixed pattern must depend on the seed");
+    let diff = |x: &Tensor, y: &Tensor| {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        diff(&a, &c),
+        0.0,
+        "the fixed pattern must not depend on the image index"
+    );
+    assert!(
+        diff(&a, &d) > 0.0,
+        "the fixed pattern must depend on the seed"
+    );
 }

@@ -62,7 +62,12 @@ impl Trigger {
                     pattern: blended::BlendPattern::FixedNoise,
                     ..Blended::noise()
                 },
-                Some("") => return Err(bad_spec(spec, "expected a pattern file or `fixed` after `:`")),
+                Some("") => {
+                    return Err(bad_spec(
+                        spec,
+                        "expected a pattern file or `fixed` after `:`",
+                    ))
+                }
                 Some(file) => Blended::from_file(std::path::Path::new(file))?,
             })),
             "wanet" => Ok(Trigger::WaNet(WaNet::parse_options(spec, rest)?)),
