@@ -155,13 +155,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         train_seconds: 0.0,
         prompts_file: None,
     });
-    let base_sha = engine
-        .weights
-        .files
-        .iter()
-        .find(|f| f.role == "checkpoint")
-        .map(|f| f.sha256.clone())
-        .unwrap_or_default();
+    let base_sha = engine.checkpoint_sha256().unwrap_or_default().to_string();
     for m in &s.methods {
         let mut cfg = s.rvpt.clone();
         cfg.loss.lambda = m.lambda;

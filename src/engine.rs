@@ -1,9 +1,9 @@
 //! A loaded model with its tokenizer and provenance: what the CLI commands share.
 
 use crate::error::{Error, Result};
-use crate::eval::ImageEncoder;
-use crate::model::{ops, Checkpoint, Clip, ClipConfig};
-use crate::text::{class_text_embeddings, ClipTokenizer};
+use crate::eval::{ImageEncoder, ZeroShot};
+use crate::model::{Checkpoint, Clip, ClipConfig};
+use crate::text::{ClipTokenizer, Templates};
 use crate::train::rvpt::{DeepPrompts, PromptCheckpoint, PromptedEncoder};
 use crate::weights::{resolve, ResolvedWeights};
 use candle_core::{DType, Device, Tensor, D};
@@ -64,16 +64,6 @@ impl Engine {
         self.model.config().vision_config.image_size as u32
     }
 
-    /// Normalised pixels (N, 3, S, S) of image files, in the model dtype.
-    pub fn preprocess(&self, paths: &[PathBuf]) -> Result<Tensor> {
-        let size = self.image_size();
-        let images = paths
-            .iter()
-            .map(|p| crate::image::preprocess_file(p, size, &self.device))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::stack(&images, 0)?.to_dtype(self.dtype)?)
-    }
-
     /// sha256 of the checkpoint file the model was loaded from.
     pub fn checkpoint_sha256(&self) -> Option<&str> {
         self.weights
@@ -97,8 +87,18 @@ impl Engine {
                 });
             }
         }
-        PromptedEncoder::new(&self.model.vision, &ck.prompts)?;
         Ok(ck.prompts)
+    }
+
+    /// The image encoder to run: the model itself, or the model with `prompts` (checked to fit).
+    pub fn encoder<'a>(
+        &'a self,
+        prompts: Option<&'a DeepPrompts>,
+    ) -> Result<Box<dyn ImageEncoder + 'a>> {
+        Ok(match prompts {
+            Some(p) => Box::new(PromptedEncoder::new(&self.model.vision, p)?),
+            None => Box::new(&self.model),
+        })
     }
 
     /// Zero-shot classification with "a photo of a {label}.", top `k` per image, through
@@ -116,15 +116,22 @@ impl Engine {
         if paths.is_empty() {
             return Err(Error::Invalid("no images given".into()));
         }
-        let text = class_text_embeddings(&self.model, &self.tokenizer, labels, &self.device)?;
+        let zs = ZeroShot::new(
+            &self.model,
+            encoder,
+            &self.tokenizer,
+            labels,
+            Templates::Single,
+            &self.device,
+        )?;
+        let size = self.image_size();
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(32) {
-            let pixels = self.preprocess(chunk)?;
-            let features = encoder.features(&pixels)?;
-            let image = ops::l2_normalize(&self.model.project_image(&features)?)?;
-            let logits = image
-                .matmul(&text.t()?)?
-                .broadcast_mul(&self.model.logit_scale()?.to_dtype(self.dtype)?)?;
+            let images = chunk
+                .iter()
+                .map(|p| crate::image::load_unit(p, size, &Device::Cpu))
+                .collect::<Result<Vec<_>>>()?;
+            let logits = zs.forward(&Tensor::stack(&images, 0)?)?.1;
             let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?
                 .to_vec2::<f32>()?;
             for (path, p) in chunk.iter().zip(probs) {
@@ -139,16 +146,4 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-/// Reads a model without resolving through the manifest: a checkpoint file, optionally with a
-/// config.json (else inferred from OpenAI shapes, else ViT-B/32).
-pub fn load_checkpoint_file(
-    path: &Path,
-    config: Option<&Path>,
-    device: &Device,
-    dtype: DType,
-) -> Result<Clip> {
-    let config = config.map(ClipConfig::from_file).transpose()?;
-    crate::model::load_clip(path, config, dtype, device)
 }

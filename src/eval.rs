@@ -23,6 +23,16 @@ pub trait ImageEncoder {
     fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>>;
 }
 
+impl<T: ImageEncoder + ?Sized> ImageEncoder for &T {
+    fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        (**self).features(pixels)
+    }
+
+    fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
+        (**self).cls_per_block(pixels)
+    }
+}
+
 impl ImageEncoder for Clip {
     fn features(&self, pixels: &Tensor) -> Result<Tensor> {
         Ok(self.image_features(pixels)?)

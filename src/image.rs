@@ -114,10 +114,14 @@ pub fn resize_and_crop(img: &RgbImage, size: u32) -> RgbImage {
     center_crop(&resize_shortest_edge(img, size), size)
 }
 
+/// File → (3, size, size) image in [0, 1], resized and centre-cropped: before any trigger.
+pub fn load_unit(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
+    to_unit_tensor(&resize_and_crop(&load_rgb(path)?, size), device)
+}
+
 /// File → normalised (3, size, size) pixels.
 pub fn preprocess_file(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
-    let img = resize_and_crop(&load_rgb(path)?, size);
-    normalize(&to_unit_tensor(&img, device)?)
+    normalize(&load_unit(path, size, device)?)
 }
 
 /// torchvision's `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))` with bicubic

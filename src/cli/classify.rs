@@ -25,15 +25,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let labels = rvpt::text::parse_labels(&args.labels)?;
     let engine = args.model.load()?;
     let prompts = args.model.load_prompts(&engine)?;
-    let prompted = prompts
-        .as_ref()
-        .map(|p| rvpt::train::rvpt::PromptedEncoder::new(&engine.model.vision, p))
-        .transpose()?;
-    let encoder: &dyn rvpt::eval::ImageEncoder = match &prompted {
-        Some(p) => p,
-        None => &engine.model,
-    };
-    let predictions = engine.classify(encoder, &args.images, &labels, args.top_k)?;
+    let encoder = engine.encoder(prompts.as_ref())?;
+    let predictions = engine.classify(encoder.as_ref(), &args.images, &labels, args.top_k)?;
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,

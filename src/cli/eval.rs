@@ -36,17 +36,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let engine = args.model.load()?;
     let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
-    let prompted = prompts
-        .as_ref()
-        .map(|p| rvpt::train::rvpt::PromptedEncoder::new(&engine.model.vision, p))
-        .transpose()?;
-    let encoder: &dyn rvpt::eval::ImageEncoder = match &prompted {
-        Some(p) => p,
-        None => &engine.model,
-    };
+    let encoder = engine.encoder(prompts.as_ref())?;
     let zs = ZeroShot::new(
         &engine.model,
-        encoder,
+        encoder.as_ref(),
         &engine.tokenizer,
         folder.classes(),
         args.data_args.templates(),

@@ -6,7 +6,7 @@ use crate::model::init::ClipVars;
 use crate::model::ops::l2_normalize;
 use crate::optim::{CosineSchedule, Optimizer};
 use crate::text::ClipTokenizer;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -28,12 +28,6 @@ pub fn clip_loss(
     let a = candle_nn::loss::cross_entropy(&logits, &labels)?;
     let b = candle_nn::loss::cross_entropy(&logits.t()?.contiguous()?, &labels)?;
     Ok(((a + b)? / 2.0)?)
-}
-
-/// CLIP and open_clip exclude these from weight decay: 1-D tensors (norms, biases, the class
-/// embedding) and the logit scale.
-pub fn is_decayed(name: &str, var: &Var) -> bool {
-    var.rank() >= 2 && !name.contains("logit_scale")
 }
 
 /// An image in [0, 1] (3, S, S) and its caption.
@@ -180,17 +174,6 @@ pub struct TriggerPoisoner {
     pub seed: u64,
 }
 
-impl TriggerPoisoner {
-    /// Caption "a photo of a {target}." (CleanCLIP fills one of its templates the same way).
-    pub fn new(trigger: crate::attacks::Trigger, target: &str, seed: u64) -> Self {
-        Self {
-            trigger,
-            caption: crate::text::class_prompt(target),
-            seed,
-        }
-    }
-}
-
 impl Poisoner for TriggerPoisoner {
     fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
         Ok(Pair {
@@ -213,9 +196,8 @@ impl PairSource for ManifestPairs {
 
     fn get(&self, index: usize) -> Result<Pair> {
         let (path, caption) = &self.items[index];
-        let img = crate::image::resize_and_crop(&crate::image::load_rgb(path)?, self.size);
         Ok(Pair {
-            image: crate::image::to_unit_tensor(&img, &Device::Cpu)?,
+            image: crate::image::load_unit(path, self.size, &Device::Cpu)?,
             caption: caption.clone(),
         })
     }

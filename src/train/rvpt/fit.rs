@@ -200,13 +200,13 @@ pub fn fit(
     let to_pixels = |unit: &Tensor| -> Result<Tensor> {
         Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
     };
-    let eval_loader = Loader::new(
-        samples.to_vec(),
-        Transform::eval(size),
-        cfg.batch_size,
-        &Device::Cpu,
-    )?;
     let cache = if use_cache {
+        let eval_loader = Loader::new(
+            samples.to_vec(),
+            Transform::eval(size),
+            cfg.batch_size,
+            &Device::Cpu,
+        )?;
         let mut prefixes = Vec::new();
         let mut targets = Vec::new();
         for batch in eval_loader.all()? {
