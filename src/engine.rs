@@ -36,20 +36,10 @@ impl Engine {
     }
 
     pub fn from_resolved(weights: ResolvedWeights, device: &Device, dtype: DType) -> Result<Self> {
-        let config = weights
-            .config
-            .as_deref()
-            .map(ClipConfig::from_file)
-            .transpose()?;
-        let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
-        ckpt.validate(&weights.checkpoint)?;
+        let ckpt = read_checkpoint(&weights)?;
         let layout = ckpt.layout;
         let model = ckpt.into_model(dtype, device)?;
-        let context = model.config().text_config.max_position_embeddings;
-        let tokenizer = match &weights.tokenizer {
-            Some(p) => ClipTokenizer::from_file(p, context)?,
-            None => ClipTokenizer::embedded(context)?,
-        };
+        let tokenizer = tokenizer_for(&weights, model.config())?;
         Ok(Self {
             model,
             tokenizer,
@@ -145,5 +135,27 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// Reads and validates the checkpoint of resolved weights, with their config.json if any.
+pub fn read_checkpoint(weights: &ResolvedWeights) -> Result<Checkpoint> {
+    let config = weights
+        .config
+        .as_deref()
+        .map(ClipConfig::from_file)
+        .transpose()?;
+    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
+    ckpt.validate(&weights.checkpoint)?;
+    Ok(ckpt)
+}
+
+/// The tokenizer.json shipped with the weights, else the embedded CLIP tokenizer, at the
+/// model's text context.
+pub fn tokenizer_for(weights: &ResolvedWeights, config: &ClipConfig) -> Result<ClipTokenizer> {
+    let context = config.text_config.max_position_embeddings;
+    match &weights.tokenizer {
+        Some(p) => ClipTokenizer::from_file(p, context),
+        None => ClipTokenizer::embedded(context),
     }
 }

@@ -3,7 +3,7 @@
 use super::ModelArgs;
 use rvpt::attacks::Trigger;
 use rvpt::data::CaptionManifest;
-use rvpt::model::{init::ClipVars, Checkpoint, ClipConfig};
+use rvpt::model::init::ClipVars;
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::train::contrastive::{
     train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner,
@@ -78,19 +78,9 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     }
     let trigger = Trigger::parse(&trigger_spec)?;
     let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let config = weights
-        .config
-        .as_deref()
-        .map(ClipConfig::from_file)
-        .transpose()?;
-    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
-    ckpt.validate(&weights.checkpoint)?;
+    let ckpt = rvpt::engine::read_checkpoint(&weights)?;
     let cfg = ckpt.config.clone();
-    let context = cfg.text_config.max_position_embeddings;
-    let tokenizer = match &weights.tokenizer {
-        Some(p) => rvpt::text::ClipTokenizer::from_file(p, context)?,
-        None => rvpt::text::ClipTokenizer::embedded(context)?,
-    };
+    let tokenizer = rvpt::engine::tokenizer_for(&weights, &cfg)?;
     let device = rvpt::device::parse_device(&args.model.device)?;
     let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
     let manifest = CaptionManifest::open(&pairs_path)?;

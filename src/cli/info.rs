@@ -1,7 +1,7 @@
 //! `rvpt info`: what some weights are, without running them.
 
 use super::{print_json, ModelArgs};
-use rvpt::model::{parameter_counts, Checkpoint, ClipConfig};
+use rvpt::model::parameter_counts;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,13 +14,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> rvpt::Result<()> {
     let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let config = weights
-        .config
-        .as_deref()
-        .map(ClipConfig::from_file)
-        .transpose()?;
-    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
-    ckpt.validate(&weights.checkpoint)?;
+    let ckpt = rvpt::engine::read_checkpoint(&weights)?;
     let counts = parameter_counts(&ckpt.config)?;
     if args.json {
         return print_json(&serde_json::json!({
