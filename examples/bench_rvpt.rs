@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release --example bench_rvpt -- [--batch 32] [--iters 3] [--python PATH]
 
+mod common;
+use common::arg;
+
 use candle_core::{DType, Device, Tensor};
 use rvpt::model::{expected_tensors, ClipConfig};
 use rvpt::optim::{Optimizer, Sgd, SgdConfig};
@@ -13,14 +16,6 @@ use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Peak resident memory of this process (VmHWM), in MB.
 fn peak_rss_mb() -> f64 {
@@ -102,29 +97,7 @@ fn main() -> rvpt::Result<()> {
         peak_rss_mb()
     );
     if !python.is_empty() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rvpt_torch.py");
-        let out = std::process::Command::new(&python)
-            .args([
-                script,
-                "--batch",
-                &batch.to_string(),
-                "--iters",
-                &iters.to_string(),
-            ])
-            .args([
-                "--threads",
-                &candle_core::utils::get_num_threads().to_string(),
-            ])
-            .output()
-            .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap_or(""))
-            .map_err(|_| {
-            rvpt::Error::Invalid(format!(
-                "torch step failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        })?;
+        let v = common::torch_benchmark(&python, "rvpt_torch.py", batch, iters)?;
         let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{} ({}, {} threads): step {:.2}s, {theirs:.2} samples/s, peak RSS {:.0} MB",

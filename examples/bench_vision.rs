@@ -5,6 +5,9 @@
 //!
 //! `--python` names an interpreter with torch + transformers; without it only rvpt is timed.
 
+mod common;
+use common::arg;
+
 use candle_core::{DType, Device, Tensor};
 use rvpt::model::{expected_tensors, ClipConfig, VisionConfig};
 use std::collections::HashMap;
@@ -13,14 +16,6 @@ use std::time::Instant;
 // Large short-lived activations: mimalloc reuses them instead of faulting fresh pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Random weights for every tensor of the vision tower (N(0, 0.02), as transformers' init).
 fn random_vision(cfg: &VisionConfig) -> rvpt::Result<rvpt::model::vision::VisionTransformer> {
@@ -65,26 +60,7 @@ fn main() -> rvpt::Result<()> {
     );
 
     if let Some(py) = python.filter(|p| !p.is_empty()) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/vision_torch.py");
-        let out = std::process::Command::new(&py)
-            .args([
-                script,
-                "--batch",
-                &batch.to_string(),
-                "--iters",
-                &iters.to_string(),
-            ])
-            .args(["--threads", &threads.to_string()])
-            .output()
-            .map_err(|e| rvpt::Error::Invalid(format!("cannot run {py}: {e}")))?;
-        let line = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or(""))
-            .map_err(|_| {
-            rvpt::Error::Invalid(format!(
-                "torch benchmark failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        })?;
+        let v = common::torch_benchmark(&py, "vision_torch.py", batch, iters)?;
         let theirs = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{} ({}, {} threads): median {:.3}s, {theirs:.1} images/s",

@@ -7,6 +7,9 @@
 //!
 //! The command and seeds that produced the committed models are in `weights.toml`.
 
+mod common;
+use common::arg;
+
 use candle_core::{DType, Device};
 use rvpt::attacks::Trigger;
 use rvpt::data::{ImageFolder, Loader, Transform};
@@ -24,14 +27,6 @@ use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const WORLD_SEED: u64 = 0;
 const BATCH: usize = 128;

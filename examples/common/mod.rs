@@ -1,0 +1,43 @@
+//! Helpers the examples share (not an example itself: cargo only builds `examples/*.rs`).
+#![allow(dead_code)] // each example uses a subset
+
+/// The value after `--name`, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs a PyTorch reference benchmark in `benches/` with the same batch, iterations and threads,
+/// and returns the JSON object of its last stdout line.
+pub fn torch_benchmark(
+    python: &str,
+    script: &str,
+    batch: usize,
+    iters: usize,
+) -> rvpt::Result<serde_json::Value> {
+    let path = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
+    let threads = candle_core::utils::get_num_threads().to_string();
+    let (batch, iters) = (batch.to_string(), iters.to_string());
+    let out = std::process::Command::new(python)
+        .args([
+            path.as_str(),
+            "--batch",
+            &batch,
+            "--iters",
+            &iters,
+            "--threads",
+            &threads,
+        ])
+        .output()
+        .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim().lines().last().unwrap_or("")).map_err(|_| {
+        rvpt::Error::Invalid(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}
