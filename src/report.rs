@@ -2,6 +2,7 @@
 //! the `image` crate, text in the embedded DejaVu Sans so no system font is needed).
 
 use crate::error::{Error, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -42,6 +43,42 @@ fn save_png(buf: Vec<u8>, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame every plot shares: a white canvas, a titled chart over `x` × `y`, whatever `draw`
+/// adds, the legend, then the PNG.
+fn render(
+    path: &Path,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    draw: impl FnOnce(&mut Chart) -> Result<()>,
+) -> Result<()> {
+    fonts();
+    let mut buf = vec![255u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x, y)
+            .map_err(|e| plot_err(path, e))?;
+        draw(&mut chart)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    save_png(buf, path)
+}
+
 /// Lines of (x, y) points, one per named series.
 pub fn line_plot(
     path: &Path,
@@ -50,7 +87,6 @@ pub fn line_plot(
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
-    fonts();
     let pts = series.iter().flat_map(|(_, s)| s.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite()) {
@@ -63,42 +99,31 @@ pub fn line_plot(
         )));
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let mut buf = vec![255u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
-            .map_err(|e| plot_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        for (i, (name, s)) in series.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
+    render(
+        path,
+        title,
+        x0..x1.max(x0 + 1.0),
+        (y0 - pad)..(y1 + pad),
+        |chart| {
             chart
-                .draw_series(LineSeries::new(s.iter().copied(), colour.stroke_width(2)))
-                .map_err(|e| plot_err(path, e))?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    save_png(buf, path)
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            for (i, (name, s)) in series.iter().enumerate() {
+                let colour = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(s.iter().copied(), colour.stroke_width(2)))
+                    .map_err(|e| plot_err(path, e))?
+                    .label(name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Grouped bars: one group per category, one bar per named series (values in [0, y_max]).
@@ -110,20 +135,9 @@ pub fn bar_plot(
     series: &[(String, Vec<f64>)],
     y_max: f64,
 ) -> Result<()> {
-    fonts();
     let n = categories.len().max(1) as f64;
     let k = series.len().max(1) as f64;
-    let mut buf = vec![255u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..n, 0.0..y_max)
-            .map_err(|e| plot_err(path, e))?;
+    render(path, title, 0.0..n, 0.0..y_max, |chart| {
         let cats = categories.to_vec();
         chart
             .configure_mesh()
@@ -155,13 +169,6 @@ pub fn bar_plot(
                     Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    save_png(buf, path)
+        Ok(())
+    })
 }
