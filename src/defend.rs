@@ -401,9 +401,12 @@ pub struct DefendArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0.002)]
     pub lr: f64,
-    /// FR weight of RVPT (VPT, lambda = 0, always runs beside it)
-    #[arg(long, default_value_t = 2.0)]
-    pub lambda: f64,
+    /// FR weights to train, one prompt set each: 0 is VPT, any other value RVPT
+    #[arg(long, default_value = "0,2", value_delimiter = ',', num_args = 1..)]
+    pub lambda: Vec<f64>,
+    /// Which embedded toy backdoors to repair (default: all)
+    #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
+    pub cases: Vec<String>,
     /// Prompt tokens per block
     #[arg(long, default_value_t = 50)]
     pub prompt_length: usize,
@@ -452,6 +455,44 @@ pub fn toy_cases() -> Vec<Case> {
         .collect()
 }
 
+/// The named cases, in the order given; all of them when `names` is empty.
+fn select_cases(all: Vec<Case>, names: &[String]) -> Result<Vec<Case>> {
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|c| &c.name == n).cloned().ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+                Error::Invalid(format!("unknown case `{n}`: expected one of {known:?}"))
+            })
+        })
+        .collect()
+}
+
+/// One method per FR weight: 0 is VPT, any other is RVPT (named by its weight when several
+/// RVPT weights are swept).
+pub fn methods(lambdas: &[f64]) -> Result<Vec<Method>> {
+    if lambdas.is_empty() || lambdas.iter().any(|l| !(l.is_finite() && *l >= 0.0)) {
+        return Err(Error::Invalid(format!(
+            "--lambda {lambdas:?}: need one or more finite, non-negative FR weights"
+        )));
+    }
+    let repelling = lambdas.iter().filter(|&&l| l > 0.0).count();
+    Ok(lambdas
+        .iter()
+        .map(|&lambda| Method {
+            name: match (lambda > 0.0, repelling) {
+                (false, _) => "vpt".into(),
+                (true, 1) => "rvpt".into(),
+                (true, _) => format!("rvpt-{lambda}"),
+            },
+            lambda,
+        })
+        .collect())
+}
+
 /// Runs the defence and writes the report; prints tables (or JSON).
 pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
@@ -478,8 +519,9 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             )
         }
         None => {
+            let cases = select_cases(toy_cases(), &args.cases)?;
             let (train, test) = crate::toy::lab::ensure_splits(&args.out, args.shots.max(16))?;
-            (toy_cases(), train, test)
+            (cases, train, test)
         }
     };
     let mut rvpt = RvptConfig {
@@ -506,16 +548,7 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             test_dir: test_dir.clone(),
             classnames: args.classnames.clone(),
             rvpt: rvpt.clone(),
-            methods: vec![
-                Method {
-                    name: "vpt".into(),
-                    lambda: 0.0,
-                },
-                Method {
-                    name: "rvpt".into(),
-                    lambda: args.lambda,
-                },
-            ],
+            methods: methods(&args.lambda)?,
             perturbations,
             device: crate::device::parse_device(&args.device)?,
             dtype: crate::device::parse_dtype(&args.dtype)?,

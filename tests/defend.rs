@@ -91,3 +91,34 @@ fn defend_writes_report_plots_and_usable_prompts() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("trained on weights with sha256"));
 }
+
+#[test]
+fn lambda_list_names_one_method_per_weight() {
+    let names = |l: &[f64]| -> Vec<String> {
+        rvpt::defend::methods(l)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    };
+    assert_eq!(names(&[0.0, 2.0]), ["vpt", "rvpt"]);
+    assert_eq!(names(&[0.0, 0.5, 4.0]), ["vpt", "rvpt-0.5", "rvpt-4"]);
+    assert!(rvpt::defend::methods(&[]).is_err());
+    assert!(rvpt::defend::methods(&[-1.0]).is_err());
+    assert!(rvpt::defend::methods(&[f64::NAN]).is_err());
+}
+
+#[test]
+fn unknown_case_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "badnet,trojan",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown case `trojan`"), "{err}");
+}
