@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release --example build_toy -- [--out models/toy] [--stage all|pretrain|backdoor]
 //!         [--pretrain-steps 1500] [--backdoor-steps 300] [--poison-rate 0.1] [--target heart]
+//!         [--only NAME] [--spec NAME=SPEC] [--train-vision-from K]
 //!
 //! The command and seeds that produced the committed models are in `weights.toml`.
 
@@ -39,6 +40,7 @@ fn train_run(
     warmup: usize,
     seed: u64,
     poison: Option<(&dyn Poisoner, f64)>,
+    train_vision_from: usize,
 ) -> rvpt::Result<f32> {
     let world = ToyWorld::new(32, WORLD_SEED)?;
     // Training draws from indices below the test split; runs differ by their shuffling seed.
@@ -59,7 +61,12 @@ fn train_run(
         seed,
         poison_rate: poison.map_or(0.0, |p| p.1),
     };
-    let groups = split_decay(vars.vars.iter().cloned(), 0.1);
+    let trained = vars
+        .vars
+        .iter()
+        .filter(|(name, _)| trains(name, train_vision_from))
+        .cloned();
+    let groups = split_decay(trained, 0.1);
     let mut opt = AdamW::new(
         groups.to_vec(),
         AdamWConfig {
@@ -97,6 +104,26 @@ fn train_run(
         last = l.loss;
     }
     Ok(last)
+}
+
+/// Whether a parameter is trained when the image tower is trained only from block `from` on:
+/// the stem (patch and position embeddings, pre-norm) and blocks below `from` stay frozen.
+fn trains(name: &str, from: usize) -> bool {
+    if from == 0 {
+        return true;
+    }
+    if name.starts_with("vision_model.embeddings.") || name.starts_with("vision_model.pre_layrnorm.")
+    {
+        return false;
+    }
+    match name
+        .strip_prefix("vision_model.encoder.layers.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|b| b.parse::<usize>().ok())
+    {
+        Some(block) => block >= from,
+        None => true,
+    }
 }
 
 struct Measured {
@@ -206,7 +233,7 @@ fn main() -> rvpt::Result<()> {
         };
         eprintln!("  {} parameters", vars.parameter_count());
         let seed: u64 = arg(&args, "--pretrain-seed", 0);
-        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, seed, None)?;
+        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, seed, None, 0)?;
         vars.save(&clean_dir, DType::F16)?;
         write_tokenizer(&clean_dir)?;
     }
@@ -215,6 +242,9 @@ fn main() -> rvpt::Result<()> {
 
     if stage == "all" || stage == "backdoor" {
         let only: String = arg(&args, "--only", String::new());
+        // `--train-vision-from K` plants the backdoor with the image tower's stem and blocks < K
+        // frozen (an experiment: a backdoor that lives where deep prompts reach).
+        let train_vision_from: usize = arg(&args, "--train-vision-from", 0);
         for (i, (name, trigger)) in triggers.iter().enumerate() {
             if !only.is_empty() && only != *name {
                 continue;
@@ -232,6 +262,7 @@ fn main() -> rvpt::Result<()> {
                 20,
                 1 + i as u64,
                 Some((&poisoner, rate)),
+                train_vision_from,
             )?;
             let dir = out.join(name);
             vars.save(&dir, DType::F16)?;
