@@ -16,8 +16,27 @@ fn unit_embeds(model: &Clip, unit: &Tensor) -> Result<Tensor> {
     Ok(l2_normalize(&model.image_embeds(&pixels)?)?)
 }
 
+/// L∞ PGD settings; the default is the label-consistent attack's: eps 8/255, 10 steps of 2/255.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PgdConfig {
+    pub eps: f32,
+    pub step: f32,
+    pub iters: usize,
+}
+
+impl Default for PgdConfig {
+    fn default() -> Self {
+        PgdConfig {
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            iters: 10,
+        }
+    }
+}
+
 /// Untargeted L∞ PGD that pushes images away from their true class (Turner et al.): makes the
-/// clean content hard to use, so a poisoned model leans on the trigger. `text`: (C, E) unit rows.
+/// clean content hard to use, so a poisoned model leans on the trigger. `text`: (C, E) unit rows;
+/// maximises the zero-shot cross-entropy of `labels` (indices into the rows of `text`).
 pub fn pgd_away_from_labels(
     model: &Clip,
     text: &Tensor,
@@ -27,28 +46,63 @@ pub fn pgd_away_from_labels(
     step: f32,
     iters: usize,
 ) -> Result<Tensor> {
-    if images.dim(0)? != labels.len() {
+    let (n, classes) = (images.dim(0)?, text.dim(0)?);
+    if n != labels.len() {
         return Err(Error::Invalid(format!(
-            "{} images for {} labels",
-            images.dim(0)?,
+            "pgd_away_from_labels: {n} images for {} labels",
             labels.len()
         )));
     }
-    let orig = images.detach();
+    if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
+        return Err(Error::Invalid(format!(
+            "pgd_away_from_labels: label {bad} is out of range for {classes} classes"
+        )));
+    }
     let targets = Tensor::from_vec(
         labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-        labels.len(),
+        n,
         images.device(),
     )?;
     let scale = model.logit_scale()?.detach();
+    let text = text.detach();
+    pgd(model, images, eps, step, iters, |embeds| {
+        let logits = embeds.matmul(&text.t()?)?.broadcast_mul(&scale)?;
+        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    })
+}
+
+/// L∞ PGD that lowers the cosine between each image and one unit text embedding `text` (E,):
+/// the label-consistent attack's perturbation when all its images are of the class `text` names.
+pub fn pgd_away_from_text(
+    model: &Clip,
+    text: &Tensor,
+    images: &Tensor,
+    eps: f32,
+    step: f32,
+    iters: usize,
+) -> Result<Tensor> {
+    let column = text.detach().flatten_all()?.unsqueeze(1)?;
+    pgd(model, images, eps, step, iters, |embeds| {
+        // Images are independent, so the batch mean only scales each gradient (sign unchanged).
+        Ok(embeds.matmul(&column)?.mean_all()?.neg()?)
+    })
+}
+
+/// `iters` ascent steps on `loss(unit image embeddings)` from `images`, within eps in L∞ and
+/// [0, 1].
+fn pgd(
+    model: &Clip,
+    images: &Tensor,
+    eps: f32,
+    step: f32,
+    iters: usize,
+    loss: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let orig = images.detach();
     let mut x = orig.clone();
     for _ in 0..iters {
         let v = Var::from_tensor(&x)?;
-        let logits = unit_embeds(model, v.as_tensor())?
-            .matmul(&text.t()?)?
-            .broadcast_mul(&scale)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-        let grads = loss.backward()?;
+        let grads = loss(&unit_embeds(model, v.as_tensor())?)?.backward()?;
         let g = grads
             .get(v.as_tensor())
             .ok_or_else(|| Error::Invalid("PGD: no gradient reached the images".into()))?;
