@@ -1,0 +1,154 @@
+//! Attacks that use the victim's gradients (src/attacks/optimise.rs) on the committed toy CLIP:
+//! PGD stays in its L∞ ball and in [0, 1] and raises the loss it ascends.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, D};
+use rvpt::attacks::optimise::{pgd_away_from_labels, pgd_away_from_text};
+use rvpt::engine::Engine;
+use rvpt::toy::lab::TEST_START;
+use rvpt::toy::{ToyWorld, CLASSES};
+
+const EPS: f32 = 8.0 / 255.0;
+const STEP: f32 = 2.0 / 255.0;
+
+fn toy() -> Engine {
+    Engine::load("toy-clean", &Device::Cpu, DType::F32).unwrap()
+}
+
+/// `per_class` test images per class, in class order, with their labels.
+fn toy_images(per_class: usize) -> (Tensor, Vec<usize>) {
+    let world = ToyWorld::new(32, 0).unwrap();
+    let n = per_class * CLASSES.len();
+    let samples: Vec<_> = (0..n as u64)
+        .map(|i| world.sample(TEST_START + i))
+        .collect();
+    let images: Vec<Tensor> = samples
+        .iter()
+        .map(|s| rvpt::image::to_unit_tensor(&s.image, &Device::Cpu).unwrap())
+        .collect();
+    (
+        Tensor::stack(&images, 0).unwrap(),
+        samples.iter().map(|s| s.class).collect(),
+    )
+}
+
+fn class_text(e: &Engine) -> Tensor {
+    let labels: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
+    rvpt::text::class_text_embeddings(&e.model, &e.tokenizer, &labels, &e.device).unwrap()
+}
+
+fn unit_embeds(e: &Engine, images: &Tensor) -> Tensor {
+    let pixels = rvpt::image::normalize(images).unwrap();
+    let embeds = e.model.image_embeds(&pixels).unwrap();
+    let norm = embeds
+        .sqr()
+        .unwrap()
+        .sum_keepdim(D::Minus1)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    embeds.broadcast_div(&norm).unwrap()
+}
+
+/// Mean zero-shot cross-entropy of `labels`, computed here from log-softmax (not the library's).
+fn zero_shot_ce(e: &Engine, text: &Tensor, images: &Tensor, labels: &[usize]) -> f32 {
+    let scale = e.model.logit_scale().unwrap();
+    let logits = unit_embeds(e, images)
+        .matmul(&text.t().unwrap())
+        .unwrap()
+        .broadcast_mul(&scale)
+        .unwrap();
+    let logp: Vec<Vec<f32>> = candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    -labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| logp[i][l])
+        .sum::<f32>()
+        / labels.len() as f32
+}
+
+fn range(x: &Tensor) -> (f32, f32) {
+    let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    v.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &a| {
+            (lo.min(a), hi.max(a))
+        })
+}
+
+#[test]
+fn pgd_away_from_labels_stays_in_the_ball_and_raises_the_loss() {
+    let e = toy();
+    let text = class_text(&e);
+    let (images, labels) = toy_images(2);
+    let before = zero_shot_ce(&e, &text, &images, &labels);
+    let adv = pgd_away_from_labels(&e.model, &text, &images, &labels, EPS, STEP, 5).unwrap();
+    assert_eq!(adv.dims(), images.dims());
+    let moved = common::max_abs_diff(&adv, &images);
+    let (lo, hi) = range(&adv);
+    let after = zero_shot_ce(&e, &text, &adv, &labels);
+    println!("L∞ {moved:.5} (eps {EPS:.5}), range [{lo}, {hi}], CE {before:.4} → {after:.4}");
+    assert!(moved <= EPS + 1e-6, "left the eps-ball: {moved}");
+    // 5 steps of 2/255 reach the 8/255 boundary on some pixel.
+    assert!(moved >= EPS - 1e-6, "PGD barely moved: {moved}");
+    assert!(lo >= 0.0 && hi <= 1.0, "left [0, 1]: [{lo}, {hi}]");
+    assert!(after > before, "CE did not rise: {before} → {after}");
+    // Zero steps leave the images as they are.
+    let same = pgd_away_from_labels(&e.model, &text, &images, &labels, EPS, STEP, 0).unwrap();
+    assert_eq!(common::max_abs_diff(&same, &images), 0.0);
+}
+
+#[test]
+fn pgd_away_from_text_lowers_the_cosine() {
+    let e = toy();
+    let heart = CLASSES.iter().position(|&c| c == "heart").unwrap();
+    let text = class_text(&e).get(heart).unwrap();
+    let (images, _) = toy_images(1);
+    let cos = |x: &Tensor| -> f32 {
+        unit_embeds(&e, x)
+            .matmul(&text.unsqueeze(1).unwrap())
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let adv = pgd_away_from_text(&e.model, &text, &images, EPS, STEP, 5).unwrap();
+    let moved = common::max_abs_diff(&adv, &images);
+    let (lo, hi) = range(&adv);
+    println!(
+        "L∞ {moved:.5}, cosine {:.4} → {:.4}",
+        cos(&images),
+        cos(&adv)
+    );
+    assert!(moved <= EPS + 1e-6 && moved > 0.0, "L∞ {moved}");
+    assert!(lo >= 0.0 && hi <= 1.0, "left [0, 1]: [{lo}, {hi}]");
+    assert!(cos(&adv) < cos(&images));
+}
+
+#[test]
+fn pgd_bad_input_is_named() {
+    let e = toy();
+    let text = class_text(&e);
+    let (images, labels) = toy_images(1);
+    let err = pgd_away_from_labels(&e.model, &text, &images, &labels[..9], EPS, STEP, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10 images for 9 labels"), "{err}");
+    let mut bad = labels.clone();
+    bad[3] = 10;
+    let err = pgd_away_from_labels(&e.model, &text, &images, &bad, EPS, STEP, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("label 10 is out of range for 10 classes"),
+        "{err}"
+    );
+    let err = pgd_away_from_labels(&e.model, &text, &images, &labels, -1.0, STEP, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eps (-1)"), "{err}");
+}
