@@ -144,6 +144,54 @@ fn ci_sized_poisoning_raises_asr() {
 }
 
 #[test]
+fn optimised_patch_lowers_its_loss_and_is_a_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 3);
+    let patch = dir.path().join("patch.safetensors");
+    let v = json(&[
+        "attack",
+        "optimise-patch",
+        "--weights",
+        "toy-clean",
+        "--images",
+        &test,
+        "--target",
+        "heart",
+        "--size",
+        "4",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--out",
+        patch.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["used_images"], 30);
+    assert_eq!(v["losses"].as_array().unwrap().len(), 20);
+    // The objective on all 30 images, with the initial random patch and the optimised one.
+    let (before, after) = (
+        v["loss_before"].as_f64().unwrap(),
+        v["loss_after"].as_f64().unwrap(),
+    );
+    println!("1 - cosine to \"a photo of a heart.\": {before:.4} → {after:.4}");
+    assert!(
+        after < before - 0.02,
+        "the loss did not fall: {before} → {after}"
+    );
+    let file = rvpt::attacks::patch::PatchFile::load(&patch).unwrap();
+    assert_eq!(file.patch.dims(), &[3, 4, 4]);
+    let values: Vec<f32> = file.patch.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(values.iter().all(|x| (0.0..=1.0).contains(x)), "{values:?}");
+    let spec = format!("patch:{}", patch.display());
+    let (ca, asr) = asr("toy-clean", &test, &spec);
+    println!("toy-clean with the patch: CA {ca:.3}, ASR {asr:.3}");
+    assert!((0.0..=1.0).contains(&ca) && (0.0..=1.0).contains(&asr));
+}
+
+#[test]
 fn bad_lab_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let test = toy_split(dir.path(), "test", 2);

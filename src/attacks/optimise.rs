@@ -121,15 +121,51 @@ pub struct PatchConfig {
     pub seed: u64,
 }
 
+/// What [`optimise_patch`] returns.
+#[derive(Debug, Clone)]
+pub struct OptimisedPatch {
+    /// (3, p, p) in [0, 1].
+    pub patch: Tensor,
+    /// The loss of each step's random batch.
+    pub losses: Vec<f32>,
+    /// The objective on all the images ([`patch_loss`]) with the initial (random) patch and
+    /// with the optimised one: unlike the per-step losses, free of batch sampling noise.
+    pub loss_before: f32,
+    pub loss_after: f32,
+}
+
+/// The patch objective on all `images`: 1 - mean cosine between the patched images (patch at the
+/// centre) and the unit (E,) text embedding `target_text`; in chunks of 64, without gradients.
+pub fn patch_loss(
+    model: &Clip,
+    target_text: &Tensor,
+    images: &Tensor,
+    patch: &Tensor,
+) -> Result<f32> {
+    let target = target_text
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .unsqueeze(1)?;
+    let n = images.dim(0)?;
+    let mut total = 0f64;
+    for start in (0..n).step_by(64) {
+        let batch = images.narrow(0, start, 64.min(n - start))?;
+        let patched = apply_patch(&batch, &patch.detach(), Placement::Centre)?;
+        let cos = unit_embeds(model, &patched)?.matmul(&target)?;
+        total += cos.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok((1.0 - total / n as f64) as f32)
+}
+
 /// Optimises a `size` x `size` patch, pasted at the image centre, so that patched images embed
-/// close to `target_text` (a unit (E,) text embedding): Adam on 1 - mean cosine, the patch kept
-/// in [0, 1]. Returns the patch (3, p, p) and the loss per step.
+/// close to `target_text` (a unit (E,) text embedding): Adam on 1 - mean cosine over random
+/// batches (drawn with replacement), the patch kept in [0, 1].
 pub fn optimise_patch(
     model: &Clip,
     target_text: &Tensor,
     images: &Tensor,
     cfg: &PatchConfig,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<OptimisedPatch> {
     let n = images.dim(0)?;
     if n == 0 || cfg.size == 0 || cfg.batch_size == 0 {
         return Err(Error::Invalid(
@@ -151,7 +187,11 @@ pub fn optimise_patch(
             ..AdamWConfig::default()
         },
     )?;
-    let target = target_text.to_dtype(DType::F32)?.unsqueeze(1)?;
+    let target = target_text
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .unsqueeze(1)?;
+    let loss_before = patch_loss(model, target_text, images, patch.as_tensor())?;
     let mut losses = Vec::with_capacity(cfg.steps);
     for _ in 0..cfg.steps {
         let idx: Vec<u32> = (0..cfg.batch_size.min(n))
@@ -166,5 +206,12 @@ pub fn optimise_patch(
         adam.backward_step(&loss)?;
         patch.set(&patch.as_tensor().clamp(0f32, 1f32)?)?;
     }
-    Ok((patch.as_tensor().detach(), losses))
+    let patch = patch.as_tensor().detach();
+    let loss_after = patch_loss(model, target_text, images, &patch)?;
+    Ok(OptimisedPatch {
+        patch,
+        losses,
+        loss_before,
+        loss_after,
+    })
 }
