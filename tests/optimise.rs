@@ -152,3 +152,185 @@ fn pgd_bad_input_is_named() {
         .to_string();
     assert!(err.contains("eps (-1)"), "{err}");
 }
+
+// ---------------------------------------------------------------- label-consistent poisoning
+
+use rvpt::attacks::optimise::PgdConfig;
+use rvpt::attacks::LabelConsistent;
+use rvpt::train::contrastive::{
+    caption_names, label_consistent_indices, train, ContrastiveConfig, LabelConsistentConfig,
+    LabelConsistentPoisoner, Pair, Poisoner,
+};
+use std::sync::Mutex;
+
+#[test]
+fn captions_name_classes_as_words() {
+    assert!(caption_names("A photo of a Heart.", "heart"));
+    assert!(caption_names("heart, red, striped", "heart"));
+    assert!(!caption_names("two hearts", "heart"));
+    assert!(!caption_names("a sweetheart", "heart"));
+    assert!(caption_names(
+        "a Golden  Retriever on grass",
+        "golden retriever"
+    ));
+    assert!(!caption_names(
+        "a golden dog, a retriever",
+        "golden retriever"
+    ));
+    assert!(!caption_names("anything", " "));
+}
+
+#[test]
+fn label_consistent_choice_is_among_targets_and_capped() {
+    let is_target: Vec<bool> = (0..100).map(|i| i % 10 == 7).collect();
+    let mask = label_consistent_indices(&is_target, 0.05, 3);
+    assert_eq!(mask.iter().filter(|&&m| m).count(), 5);
+    assert!(mask.iter().zip(&is_target).all(|(&m, &t)| !m || t));
+    assert_eq!(mask, label_consistent_indices(&is_target, 0.05, 3));
+    assert_ne!(mask, label_consistent_indices(&is_target, 0.05, 4));
+    // The rate counts all pairs; only 10 are of the target class.
+    let capped = label_consistent_indices(&is_target, 0.5, 3);
+    assert_eq!(capped, is_target);
+}
+
+/// Records what `train` hands the poisoner and what comes back.
+struct Spy<'a> {
+    inner: &'a LabelConsistentPoisoner,
+    seen: Mutex<Vec<(usize, String, String, Tensor, Tensor)>>,
+}
+
+impl Poisoner for Spy<'_> {
+    fn poison(&self, pair: Pair, index: usize) -> rvpt::Result<Pair> {
+        let (caption, image) = (pair.caption.clone(), pair.image.clone());
+        let out = self.inner.poison(pair, index)?;
+        self.seen.lock().unwrap().push((
+            index,
+            caption,
+            out.caption.clone(),
+            image,
+            out.image.clone(),
+        ));
+        Ok(out)
+    }
+
+    fn chosen(&self, n: usize, rate: f64, seed: u64) -> rvpt::Result<Vec<bool>> {
+        self.inner.chosen(n, rate, seed)
+    }
+}
+
+#[test]
+fn label_consistent_poisoning_trains_and_touches_only_target_pairs() {
+    let e = toy();
+    let ckpt = rvpt::engine::read_checkpoint(&e.weights).unwrap();
+    let vars = rvpt::model::init::ClipVars::from_tensors(&ckpt.tensors, &ckpt.config, &Device::Cpu)
+        .unwrap();
+    // 40 training pairs; class = index % 10, so 4 hearts (7, 17, 27, 37).
+    let source = rvpt::toy::lab::ToyPairs {
+        world: ToyWorld::new(32, 0).unwrap(),
+        start: 0,
+        len: 40,
+    };
+    let (rate, seed) = (0.075, 5); // round(3) of 40
+    let pgd = PgdConfig {
+        iters: 3,
+        ..PgdConfig::default()
+    };
+    let lc = LabelConsistentPoisoner::build(
+        &e.model,
+        &e.tokenizer,
+        &source,
+        LabelConsistentConfig {
+            target: "heart".into(),
+            trigger: LabelConsistent::default(),
+            pgd,
+            poison_rate: rate,
+            seed,
+        },
+    )
+    .unwrap();
+    assert_eq!((lc.target_pairs, lc.count()), (4, 3));
+    let chosen: Vec<usize> = (0..40).filter(|&i| lc.mask()[i]).collect();
+    assert!(chosen.iter().all(|i| i % 10 == 7), "{chosen:?}");
+
+    let spy = Spy {
+        inner: &lc,
+        seen: Mutex::new(Vec::new()),
+    };
+    let cfg = ContrastiveConfig {
+        epochs: 1,
+        batch_size: 20,
+        seed,
+        poison_rate: rate,
+    };
+    let mut opt = rvpt::optim::AdamW::single(
+        vars.vars.iter().map(|(_, v)| v.clone()).collect(),
+        0.0,
+        rvpt::optim::AdamWConfig {
+            lr: 1e-4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let schedule = rvpt::optim::CosineSchedule::new(1e-4, 0.0, 2, 0).unwrap();
+    let logs = train(
+        &vars,
+        &e.tokenizer,
+        &source,
+        Some(&spy),
+        &cfg,
+        &mut opt,
+        &schedule,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(logs.len(), 2);
+    assert!(logs.iter().all(|l| l.loss.is_finite()));
+
+    let mut seen = spy.seen.into_inner().unwrap();
+    seen.sort_by_key(|s| s.0);
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), chosen);
+    let corners = rvpt::attacks::label_consistent::corner_pattern(32, 32, 1).unwrap();
+    let corners: Vec<f32> = corners.flatten_all().unwrap().to_vec1().unwrap();
+    for (index, before, after, clean, poisoned) in &seen {
+        assert_eq!(before, after, "pair {index}: caption changed");
+        assert!(caption_names(after, "heart"), "pair {index}: {after}");
+        let clean: Vec<f32> = clean.flatten_all().unwrap().to_vec1().unwrap();
+        let poisoned: Vec<f32> = poisoned.flatten_all().unwrap().to_vec1().unwrap();
+        let mut moved = 0f32;
+        for (k, (&c, &p)) in clean.iter().zip(&poisoned).enumerate() {
+            let q = corners[k % (32 * 32)];
+            if q != 0.0 {
+                // The trigger: white cells exactly 1, black cells exactly 0.
+                assert_eq!(
+                    p,
+                    if q > 0.0 { 1.0 } else { 0.0 },
+                    "pair {index}, pixel {k}"
+                );
+            } else {
+                moved = moved.max((p - c).abs());
+            }
+        }
+        assert!(
+            moved > 0.0 && moved <= pgd.eps + 1e-6,
+            "pair {index}: PGD moved the rest by {moved}"
+        );
+    }
+
+    // Training with another rate or seed than the poisoner was built for is refused.
+    let err = train(
+        &vars,
+        &e.tokenizer,
+        &source,
+        Some(&lc),
+        &ContrastiveConfig {
+            poison_rate: 0.1,
+            ..cfg
+        },
+        &mut opt,
+        &schedule,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("built for 40 pairs, rate 0.075"), "{err}");
+}
