@@ -193,10 +193,13 @@ fn label_consistent_choice_is_among_targets_and_capped() {
     assert_eq!(capped, is_target);
 }
 
+/// One poisoning call: index, caption in and out, image in and out.
+type Seen = (usize, String, String, Tensor, Tensor);
+
 /// Records what `train` hands the poisoner and what comes back.
 struct Spy<'a> {
     inner: &'a LabelConsistentPoisoner,
-    seen: Mutex<Vec<(usize, String, String, Tensor, Tensor)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Poisoner for Spy<'_> {

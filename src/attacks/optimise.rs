@@ -17,7 +17,7 @@ fn unit_embeds(model: &Clip, unit: &Tensor) -> Result<Tensor> {
 }
 
 /// L∞ PGD settings; the default is the label-consistent attack's: eps 8/255, 10 steps of 2/255.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PgdConfig {
     pub eps: f32,
     pub step: f32,

@@ -74,16 +74,7 @@ pub struct ContrastiveConfig {
 
 /// Indices of the poisoned pairs: a seeded subset of round(rate * n).
 pub fn poisoned_indices(n: usize, rate: f64, seed: u64) -> Vec<bool> {
-    let k = ((rate * n as f64).round() as usize).min(n);
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ 0x5eed_0001,
-    ));
-    let mut mask = vec![false; n];
-    for &i in &idx[..k] {
-        mask[i] = true;
-    }
-    mask
+    label_consistent_indices(&vec![true; n], rate, seed)
 }
 
 /// Per-step record.
@@ -219,7 +210,8 @@ pub fn caption_names(caption: &str, class: &str) -> bool {
 }
 
 /// The label-consistent choice: round(rate * n) pairs, n = all pairs, capped at the number of
-/// target-class pairs (`is_target`), as a seeded subset of those.
+/// target-class pairs (`is_target`), as a seeded subset of those. With every pair a candidate
+/// this is [`poisoned_indices`].
 pub fn label_consistent_indices(is_target: &[bool], rate: f64, seed: u64) -> Vec<bool> {
     let n = is_target.len();
     let mut targets: Vec<usize> = (0..n).filter(|&i| is_target[i]).collect();
@@ -235,11 +227,10 @@ pub fn label_consistent_indices(is_target: &[bool], rate: f64, seed: u64) -> Vec
 }
 
 /// What the label-consistent attack poisons and how.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct LabelConsistentConfig {
     /// Target class: pairs whose caption names it ([`caption_names`]) are the candidates.
     pub target: String,
-    #[serde(skip)]
     pub trigger: crate::attacks::LabelConsistent,
     pub pgd: crate::attacks::optimise::PgdConfig,
     /// Share of all pairs poisoned, and the selection seed: must equal the training config's.
