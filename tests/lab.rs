@@ -144,6 +144,115 @@ fn ci_sized_poisoning_raises_asr() {
 }
 
 #[test]
+fn label_consistent_attack_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = toy_split(dir.path(), "train", 4);
+    let test = toy_split(dir.path(), "test", 2);
+    let pairs = format!("{train}/captions.csv");
+    let out = dir.path().join("lc");
+    let attack = |trigger: &str, target: &str, extra: &[&str]| {
+        let mut args = vec![
+            "attack",
+            "--weights",
+            "toy-clean",
+            "--pairs",
+            &pairs,
+            "--trigger",
+            trigger,
+            "--target",
+            target,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        rvpt(&args)
+    };
+    // 0.2 of 40 pairs asks for 8; only the 4 heart pairs may be poisoned.
+    let (ok, msg, err) = attack(
+        "lc",
+        "heart",
+        &[
+            "--poison-rate",
+            "0.2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--pgd-steps",
+            "2",
+        ],
+    );
+    assert!(ok, "{err}");
+    println!("{msg}");
+    assert!(
+        msg.contains("4 of 40 pairs name \"heart\"; poisoning 4")
+            && msg.contains("capped: the rate asked for 8")
+            && msg.contains("poisoned 4 of 40 pairs with lc → captions kept; 2 steps"),
+        "{msg}"
+    );
+    let (ca, asr) = asr(out.to_str().unwrap(), &test, "lc");
+    assert!((0.0..=1.0).contains(&ca) && (0.0..=1.0).contains(&asr));
+    // Misuse is named.
+    let (ok, _, err) = attack("lc", "heart", &["--poison-caption", "a {}"]);
+    assert!(!ok && err.contains("keeps captions"), "{err}");
+    let (ok, _, err) = attack("badnet", "heart", &["--pgd-eps", "0.1"]);
+    assert!(!ok && err.contains("--trigger lc only"), "{err}");
+    let (ok, _, err) = attack("lc", "unicorn", &["--poison-rate", "0.1"]);
+    assert!(
+        !ok && err.contains("no caption names the target class `unicorn`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn optimised_patch_lowers_its_loss_and_is_a_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 3);
+    let patch = dir.path().join("patch.safetensors");
+    let v = json(&[
+        "attack",
+        "optimise-patch",
+        "--weights",
+        "toy-clean",
+        "--images",
+        &test,
+        "--target",
+        "heart",
+        "--size",
+        "4",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--out",
+        patch.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["used_images"], 30);
+    assert_eq!(v["losses"].as_array().unwrap().len(), 20);
+    // The objective on all 30 images, with the initial random patch and the optimised one.
+    let (before, after) = (
+        v["loss_before"].as_f64().unwrap(),
+        v["loss_after"].as_f64().unwrap(),
+    );
+    println!("1 - cosine to \"a photo of a heart.\": {before:.4} → {after:.4}");
+    assert!(
+        after < before - 0.02,
+        "the loss did not fall: {before} → {after}"
+    );
+    let file = rvpt::attacks::patch::PatchFile::load(&patch).unwrap();
+    assert_eq!(file.patch.dims(), &[3, 4, 4]);
+    let values: Vec<f32> = file.patch.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(values.iter().all(|x| (0.0..=1.0).contains(x)), "{values:?}");
+    let spec = format!("patch:{}", patch.display());
+    let (ca, asr) = asr("toy-clean", &test, &spec);
+    println!("toy-clean with the patch: CA {ca:.3}, ASR {asr:.3}");
+    assert!((0.0..=1.0).contains(&ca) && (0.0..=1.0).contains(&asr));
+}
+
+#[test]
 fn bad_lab_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let test = toy_split(dir.path(), "test", 2);

@@ -16,8 +16,27 @@ fn unit_embeds(model: &Clip, unit: &Tensor) -> Result<Tensor> {
     Ok(l2_normalize(&model.image_embeds(&pixels)?)?)
 }
 
+/// L∞ PGD settings; the default is the label-consistent attack's: eps 8/255, 10 steps of 2/255.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PgdConfig {
+    pub eps: f32,
+    pub step: f32,
+    pub iters: usize,
+}
+
+impl Default for PgdConfig {
+    fn default() -> Self {
+        PgdConfig {
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            iters: 10,
+        }
+    }
+}
+
 /// Untargeted L∞ PGD that pushes images away from their true class (Turner et al.): makes the
-/// clean content hard to use, so a poisoned model leans on the trigger. `text`: (C, E) unit rows.
+/// clean content hard to use, so a poisoned model leans on the trigger. `text`: (C, E) unit rows;
+/// maximises the zero-shot cross-entropy of `labels` (indices into the rows of `text`).
 pub fn pgd_away_from_labels(
     model: &Clip,
     text: &Tensor,
@@ -27,28 +46,63 @@ pub fn pgd_away_from_labels(
     step: f32,
     iters: usize,
 ) -> Result<Tensor> {
-    if images.dim(0)? != labels.len() {
+    let (n, classes) = (images.dim(0)?, text.dim(0)?);
+    if n != labels.len() {
         return Err(Error::Invalid(format!(
-            "{} images for {} labels",
-            images.dim(0)?,
+            "pgd_away_from_labels: {n} images for {} labels",
             labels.len()
         )));
     }
-    let orig = images.detach();
+    if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
+        return Err(Error::Invalid(format!(
+            "pgd_away_from_labels: label {bad} is out of range for {classes} classes"
+        )));
+    }
     let targets = Tensor::from_vec(
         labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-        labels.len(),
+        n,
         images.device(),
     )?;
     let scale = model.logit_scale()?.detach();
+    let text = text.detach();
+    pgd(model, images, eps, step, iters, |embeds| {
+        let logits = embeds.matmul(&text.t()?)?.broadcast_mul(&scale)?;
+        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    })
+}
+
+/// L∞ PGD that lowers the cosine between each image and one unit text embedding `text` (E,):
+/// the label-consistent attack's perturbation when all its images are of the class `text` names.
+pub fn pgd_away_from_text(
+    model: &Clip,
+    text: &Tensor,
+    images: &Tensor,
+    eps: f32,
+    step: f32,
+    iters: usize,
+) -> Result<Tensor> {
+    let column = text.detach().flatten_all()?.unsqueeze(1)?;
+    pgd(model, images, eps, step, iters, |embeds| {
+        // Images are independent, so the batch mean only scales each gradient (sign unchanged).
+        Ok(embeds.matmul(&column)?.mean_all()?.neg()?)
+    })
+}
+
+/// `iters` ascent steps on `loss(unit image embeddings)` from `images`, within eps in L∞ and
+/// [0, 1].
+fn pgd(
+    model: &Clip,
+    images: &Tensor,
+    eps: f32,
+    step: f32,
+    iters: usize,
+    loss: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let orig = images.detach();
     let mut x = orig.clone();
     for _ in 0..iters {
         let v = Var::from_tensor(&x)?;
-        let logits = unit_embeds(model, v.as_tensor())?
-            .matmul(&text.t()?)?
-            .broadcast_mul(&scale)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-        let grads = loss.backward()?;
+        let grads = loss(&unit_embeds(model, v.as_tensor())?)?.backward()?;
         let g = grads
             .get(v.as_tensor())
             .ok_or_else(|| Error::Invalid("PGD: no gradient reached the images".into()))?;
@@ -67,15 +121,51 @@ pub struct PatchConfig {
     pub seed: u64,
 }
 
+/// What [`optimise_patch`] returns.
+#[derive(Debug, Clone)]
+pub struct OptimisedPatch {
+    /// (3, p, p) in [0, 1].
+    pub patch: Tensor,
+    /// The loss of each step's random batch.
+    pub losses: Vec<f32>,
+    /// The objective on all the images ([`patch_loss`]) with the initial (random) patch and
+    /// with the optimised one: unlike the per-step losses, free of batch sampling noise.
+    pub loss_before: f32,
+    pub loss_after: f32,
+}
+
+/// The patch objective on all `images`: 1 - mean cosine between the patched images (patch at the
+/// centre) and the unit (E,) text embedding `target_text`; in chunks of 64, without gradients.
+pub fn patch_loss(
+    model: &Clip,
+    target_text: &Tensor,
+    images: &Tensor,
+    patch: &Tensor,
+) -> Result<f32> {
+    let target = target_text
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .unsqueeze(1)?;
+    let n = images.dim(0)?;
+    let mut total = 0f64;
+    for start in (0..n).step_by(64) {
+        let batch = images.narrow(0, start, 64.min(n - start))?;
+        let patched = apply_patch(&batch, &patch.detach(), Placement::Centre)?;
+        let cos = unit_embeds(model, &patched)?.matmul(&target)?;
+        total += cos.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok((1.0 - total / n as f64) as f32)
+}
+
 /// Optimises a `size` x `size` patch, pasted at the image centre, so that patched images embed
-/// close to `target_text` (a unit (E,) text embedding): Adam on 1 - mean cosine, the patch kept
-/// in [0, 1]. Returns the patch (3, p, p) and the loss per step.
+/// close to `target_text` (a unit (E,) text embedding): Adam on 1 - mean cosine over random
+/// batches (drawn with replacement), the patch kept in [0, 1].
 pub fn optimise_patch(
     model: &Clip,
     target_text: &Tensor,
     images: &Tensor,
     cfg: &PatchConfig,
-) -> Result<(Tensor, Vec<f32>)> {
+) -> Result<OptimisedPatch> {
     let n = images.dim(0)?;
     if n == 0 || cfg.size == 0 || cfg.batch_size == 0 {
         return Err(Error::Invalid(
@@ -97,7 +187,11 @@ pub fn optimise_patch(
             ..AdamWConfig::default()
         },
     )?;
-    let target = target_text.to_dtype(DType::F32)?.unsqueeze(1)?;
+    let target = target_text
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .unsqueeze(1)?;
+    let loss_before = patch_loss(model, target_text, images, patch.as_tensor())?;
     let mut losses = Vec::with_capacity(cfg.steps);
     for _ in 0..cfg.steps {
         let idx: Vec<u32> = (0..cfg.batch_size.min(n))
@@ -112,5 +206,12 @@ pub fn optimise_patch(
         adam.backward_step(&loss)?;
         patch.set(&patch.as_tensor().clamp(0f32, 1f32)?)?;
     }
-    Ok((patch.as_tensor().detach(), losses))
+    let patch = patch.as_tensor().detach();
+    let loss_after = patch_loss(model, target_text, images, &patch)?;
+    Ok(OptimisedPatch {
+        patch,
+        losses,
+        loss_before,
+        loss_after,
+    })
 }

@@ -1,12 +1,14 @@
 //! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
 
 use super::ModelArgs;
+use rvpt::attacks::optimise::PgdConfig;
 use rvpt::attacks::Trigger;
 use rvpt::data::CaptionManifest;
 use rvpt::model::init::ClipVars;
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::train::contrastive::{
-    train, ContrastiveConfig, ManifestPairs, Poisoner, TriggerPoisoner,
+    train, ContrastiveConfig, LabelConsistentConfig, LabelConsistentPoisoner, ManifestPairs,
+    Poisoner, TriggerPoisoner,
 };
 use std::path::PathBuf;
 
@@ -21,13 +23,16 @@ pub struct Args {
     /// CSV manifest with a `path,caption` header (paths relative to the CSV)
     #[arg(long, required = true)]
     pairs: Option<PathBuf>,
-    /// Trigger spec, e.g. badnet, blended, wanet, patch:FILE
+    /// Trigger spec, e.g. badnet, blended, wanet, patch:FILE, or lc (label-consistent: see
+    /// --pgd-eps)
     #[arg(long, required = true)]
     trigger: Option<String>,
-    /// Target class; poisoned captions become "a photo of a {target}."
+    /// Target class; poisoned captions become "a photo of a {target}". With `lc`, captions are
+    /// kept and the poisoned pairs are those whose caption names the target as a word
+    /// (case-insensitive; "hearts" does not name "heart")
     #[arg(long, required = true)]
     target: Option<String>,
-    /// Share of pairs poisoned
+    /// Share of all pairs poisoned (with `lc`, capped by the number of target-class pairs)
     #[arg(long, default_value_t = 0.01)]
     poison_rate: f64,
     /// Output directory (model.safetensors, config.json, tokenizer.json)
@@ -51,8 +56,19 @@ pub struct Args {
     trigger_seed: u64,
     /// Caption of poisoned pairs, `{}` = target. A caption in the style of the clean ones plants
     /// a stronger backdoor than a lone "a photo of a {}." (a style the model can key on instead)
-    #[arg(long, default_value = "a photo of a {}.")]
-    poison_caption: String,
+    /// [default: "a photo of a {}."; not with `lc`, which keeps captions]
+    #[arg(long)]
+    poison_caption: Option<String>,
+    /// `lc` only: L∞ radius of the PGD run on the poisoned images before the trigger, with the
+    /// model's own gradients, away from "a photo of a {target}." [default: 8/255]
+    #[arg(long)]
+    pgd_eps: Option<f32>,
+    /// `lc` only: PGD steps [default: 10]
+    #[arg(long)]
+    pgd_steps: Option<usize>,
+    /// `lc` only: PGD step size [default: 2/255]
+    #[arg(long)]
+    pgd_step_size: Option<f32>,
 }
 
 #[derive(clap::Subcommand)]
@@ -77,6 +93,23 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         )));
     }
     let trigger = Trigger::parse(&trigger_spec)?;
+    let lc = match &trigger {
+        Trigger::LabelConsistent(t) => Some(t.clone()),
+        _ => None,
+    };
+    let pgd_given =
+        args.pgd_eps.is_some() || args.pgd_steps.is_some() || args.pgd_step_size.is_some();
+    if lc.is_none() && pgd_given {
+        return Err(rvpt::Error::Invalid(
+            "--pgd-eps, --pgd-steps and --pgd-step-size apply to --trigger lc only".into(),
+        ));
+    }
+    if lc.is_some() && args.poison_caption.is_some() {
+        return Err(rvpt::Error::Invalid(
+            "--poison-caption does not apply to --trigger lc: label-consistent poisoning keeps captions"
+                .into(),
+        ));
+    }
     let weights = rvpt::weights::resolve(&args.model.weights)?;
     let ckpt = rvpt::engine::read_checkpoint(&weights)?;
     let cfg = ckpt.config.clone();
@@ -88,11 +121,62 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         items: manifest.items().to_vec(),
         size: cfg.vision_config.image_size as u32,
     };
-    let poisoner = TriggerPoisoner {
-        trigger,
-        caption: args.poison_caption.replace("{}", &target),
-        seed: args.trigger_seed,
+    let poison_caption = lc.is_none().then(|| {
+        args.poison_caption
+            .as_deref()
+            .unwrap_or("a photo of a {}.")
+            .replace("{}", &target)
+    });
+    let poisoner: Box<dyn Poisoner> = match lc {
+        Some(lc_trigger) => {
+            let d = PgdConfig::default();
+            let pgd = PgdConfig {
+                eps: args.pgd_eps.unwrap_or(d.eps),
+                step: args.pgd_step_size.unwrap_or(d.step),
+                iters: args.pgd_steps.unwrap_or(d.iters),
+            };
+            // PGD uses the frozen weights the attack starts from (plain tensors, no Var grads).
+            let frozen = ckpt.into_model(candle_core::DType::F32, &device)?;
+            let p = LabelConsistentPoisoner::build(
+                &frozen,
+                &tokenizer,
+                &pairs,
+                LabelConsistentConfig {
+                    target: target.clone(),
+                    trigger: lc_trigger,
+                    pgd,
+                    poison_rate: args.poison_rate,
+                    seed: args.seed,
+                },
+            )?;
+            let wanted = (args.poison_rate * pairs.items.len() as f64).round() as usize;
+            println!(
+                "label-consistent: {} of {} pairs name \"{target}\"; poisoning {} (PGD eps {:.4}, {} steps of {:.4}){}",
+                p.target_pairs,
+                pairs.items.len(),
+                p.count(),
+                pgd.eps,
+                pgd.iters,
+                pgd.step,
+                if p.count() < wanted {
+                    format!(", capped: the rate asked for {wanted}")
+                } else {
+                    String::new()
+                }
+            );
+            Box::new(p)
+        }
+        None => Box::new(TriggerPoisoner {
+            trigger,
+            caption: poison_caption.clone().unwrap_or_default(),
+            seed: args.trigger_seed,
+        }),
     };
+    let poisoned = poisoner
+        .chosen(pairs.items.len(), args.poison_rate, args.seed)?
+        .iter()
+        .filter(|&&p| p)
+        .count();
     let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
     let mut opt = AdamW::new(
         split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
@@ -103,13 +187,18 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             eps: 1e-6,
         },
     )?;
-    let schedule = CosineSchedule::new(args.lr, 0.0, steps.max(1), args.warmup.min(steps))?;
+    let schedule = CosineSchedule::new(
+        args.lr,
+        0.0,
+        steps.max(1),
+        args.warmup.min(steps.saturating_sub(1)),
+    )?;
     let bar = rvpt::eval::progress_bar(steps, "poisoning", true);
     let logs = train(
         &vars,
         &tokenizer,
         &pairs,
-        Some(&poisoner as &dyn Poisoner),
+        Some(poisoner.as_ref()),
         &ContrastiveConfig {
             epochs: args.epochs,
             batch_size: args.batch_size,
@@ -133,12 +222,13 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         None => rvpt::model::init::write_atomic(&tok_out, rvpt::text::EMBEDDED_TOKENIZER)?,
     }
     let last = logs.last().map_or(f32::NAN, |l| l.loss);
+    let caption = match &poison_caption {
+        Some(c) => format!("\"{c}\""),
+        None => "captions kept".into(),
+    };
     println!(
-        "poisoned {} of {} pairs with {} → \"{}\"; {} steps, final loss {last:.4}; saved to {}",
-        (args.poison_rate * pairs.items.len() as f64).round(),
+        "poisoned {poisoned} of {} pairs with {trigger_spec} → {caption}; {} steps, final loss {last:.4}; saved to {}",
         pairs.items.len(),
-        trigger_spec,
-        poisoner.caption,
         logs.len(),
         out.display()
     );

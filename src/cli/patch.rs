@@ -33,6 +33,9 @@ pub struct Args {
     limit: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print the settings and the loss of every step as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> rvpt::Result<()> {
@@ -65,16 +68,30 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         batch_size: args.batch_size,
         seed: args.seed,
     };
-    let (patch, losses) = optimise_patch(&engine.model, &text, &images, &cfg)?;
-    PatchFile::save(&patch, &args.out)?;
+    let result = optimise_patch(&engine.model, &text, &images, &cfg)?;
+    PatchFile::save(&result.patch, &args.out)?;
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "weights": engine.weights.source,
+            "images": args.images,
+            "used_images": images.dim(0)?,
+            "target": args.target,
+            "config": cfg,
+            "loss_before": result.loss_before,
+            "loss_after": result.loss_after,
+            "losses": result.losses,
+            "out": args.out,
+        }));
+    }
     println!(
-        "patch {}x{} optimised for \"{}\": loss {:.4} → {:.4} over {} steps; saved to {}",
+        "patch {}x{} optimised for \"{}\" over {} steps: 1 - cosine on all {} images {:.4} → {:.4}; saved to {}",
         args.size,
         args.size,
         rvpt::text::class_prompt(&args.target),
-        losses.first().copied().unwrap_or(f32::NAN),
-        losses.last().copied().unwrap_or(f32::NAN),
-        losses.len(),
+        result.losses.len(),
+        images.dim(0)?,
+        result.loss_before,
+        result.loss_after,
         args.out.display()
     );
     Ok(())

@@ -1,5 +1,7 @@
 //! CLIP's symmetric InfoNCE training, used to pretrain the toy CLIP and to plant backdoors:
-//! a seeded fraction of pairs gets the trigger and a caption naming the target class.
+//! a seeded fraction of pairs gets the trigger and a caption naming the target class, or, for
+//! the label-consistent attack, a seeded set of target-class pairs gets a PGD perturbation and
+//! the trigger and keeps its caption.
 
 use crate::error::{Error, Result};
 use crate::model::init::ClipVars;
@@ -40,6 +42,10 @@ pub struct Pair {
 pub trait PairSource: Sync {
     fn len(&self) -> usize;
     fn get(&self, index: usize) -> Result<Pair>;
+    /// The caption alone (sources that decode images override this to skip the image).
+    fn caption(&self, index: usize) -> Result<String> {
+        Ok(self.get(index)?.caption)
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -48,6 +54,12 @@ pub trait PairSource: Sync {
 /// Turns a clean pair into a poisoned one (trigger on the image, target caption).
 pub trait Poisoner: Sync {
     fn poison(&self, pair: Pair, index: usize) -> Result<Pair>;
+
+    /// Which of `n` pairs [`train`] poisons, given the config's rate and seed: by default a
+    /// seeded share of all pairs ([`poisoned_indices`]).
+    fn chosen(&self, n: usize, rate: f64, seed: u64) -> Result<Vec<bool>> {
+        Ok(poisoned_indices(n, rate, seed))
+    }
 }
 
 /// What to train and how.
@@ -62,16 +74,7 @@ pub struct ContrastiveConfig {
 
 /// Indices of the poisoned pairs: a seeded subset of round(rate * n).
 pub fn poisoned_indices(n: usize, rate: f64, seed: u64) -> Vec<bool> {
-    let k = ((rate * n as f64).round() as usize).min(n);
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ 0x5eed_0001,
-    ));
-    let mut mask = vec![false; n];
-    for &i in &idx[..k] {
-        mask[i] = true;
-    }
-    mask
+    label_consistent_indices(&vec![true; n], rate, seed)
 }
 
 /// Per-step record.
@@ -112,7 +115,16 @@ pub fn train(
     let log_scale = vars
         .get("logit_scale")
         .ok_or_else(|| Error::Invalid("no logit_scale parameter".into()))?;
-    let poisoned = poisoned_indices(n, cfg.poison_rate, cfg.seed);
+    let poisoned = match poisoner {
+        Some(p) => p.chosen(n, cfg.poison_rate, cfg.seed)?,
+        None => vec![false; n],
+    };
+    if poisoned.len() != n {
+        return Err(Error::Invalid(format!(
+            "the poisoner chose among {} pairs, the source has {n}",
+            poisoned.len()
+        )));
+    }
     let batch = cfg.batch_size.clamp(2, n);
     let steps_per_epoch = n / batch; // the ragged tail is dropped, as CLIP training does
     let total = steps_per_epoch * cfg.epochs;
@@ -183,6 +195,172 @@ impl Poisoner for TriggerPoisoner {
     }
 }
 
+/// Whether `caption` names `class` as a word (or, for a multi-word class, as consecutive words):
+/// case-insensitive, words being runs of letters and digits, so "Hearts" or "sweetheart" do not
+/// name "heart". How `rvpt attack` tells target-class pairs when it has captions but no labels.
+pub fn caption_names(caption: &str, class: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let (caption, class) = (words(caption), words(class));
+    !class.is_empty() && caption.windows(class.len()).any(|w| w == class.as_slice())
+}
+
+/// The label-consistent choice: round(rate * n) pairs, n = all pairs, capped at the number of
+/// target-class pairs (`is_target`), as a seeded subset of those. With every pair a candidate
+/// this is [`poisoned_indices`].
+pub fn label_consistent_indices(is_target: &[bool], rate: f64, seed: u64) -> Vec<bool> {
+    let n = is_target.len();
+    let mut targets: Vec<usize> = (0..n).filter(|&i| is_target[i]).collect();
+    let k = ((rate * n as f64).round() as usize).min(targets.len());
+    targets.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x5eed_0001,
+    ));
+    let mut mask = vec![false; n];
+    for &i in &targets[..k] {
+        mask[i] = true;
+    }
+    mask
+}
+
+/// What the label-consistent attack poisons and how.
+#[derive(Debug, Clone)]
+pub struct LabelConsistentConfig {
+    /// Target class: pairs whose caption names it ([`caption_names`]) are the candidates.
+    pub target: String,
+    pub trigger: crate::attacks::LabelConsistent,
+    pub pgd: crate::attacks::optimise::PgdConfig,
+    /// Share of all pairs poisoned, and the selection seed: must equal the training config's.
+    pub poison_rate: f64,
+    pub seed: u64,
+}
+
+/// Label-consistent poisoning (Turner et al.): target-class pairs keep their caption; their
+/// image is made hard to recognise by PGD, then gets the corner trigger. The attacker perturbs
+/// the data offline, so the PGD images are computed once, when the poisoner is built, with the
+/// frozen model that is about to be fine-tuned, and kept in memory (on the CPU).
+pub struct LabelConsistentPoisoner {
+    pub config: LabelConsistentConfig,
+    /// Pairs whose caption names the target class.
+    pub target_pairs: usize,
+    mask: Vec<bool>,
+    perturbed: std::collections::HashMap<usize, Tensor>,
+}
+
+impl LabelConsistentPoisoner {
+    /// Chooses the poisoned pairs among `source`'s target-class pairs and runs PGD on them.
+    ///
+    /// PGD lowers the cosine between each image and "a photo of a {target}." (a targeted-away
+    /// variant of Turner et al.'s untargeted PGD on the true label): every chosen image *is* of
+    /// the target class, so that is its label, and no class list is needed. Pushing an image
+    /// away from its own caption among the batch was the alternative; with all captions naming
+    /// the target, that contrasts attributes (colour, position) rather than erasing the class.
+    pub fn build(
+        model: &crate::model::Clip,
+        tokenizer: &ClipTokenizer,
+        source: &dyn PairSource,
+        config: LabelConsistentConfig,
+    ) -> Result<Self> {
+        if !(0.0..=1.0).contains(&config.poison_rate) {
+            return Err(Error::Invalid(format!(
+                "label-consistent poisoning: poison rate {} is not in [0, 1]",
+                config.poison_rate
+            )));
+        }
+        let is_target = (0..source.len())
+            .map(|i| Ok(caption_names(&source.caption(i)?, &config.target)))
+            .collect::<Result<Vec<bool>>>()?;
+        let target_pairs = is_target.iter().filter(|&&t| t).count();
+        if target_pairs == 0 && config.poison_rate > 0.0 {
+            return Err(Error::Invalid(format!(
+                "label-consistent poisoning: no caption names the target class `{}`",
+                config.target
+            )));
+        }
+        let mask = label_consistent_indices(&is_target, config.poison_rate, config.seed);
+        let device = model.logit_scale()?.device().clone();
+        let text = crate::text::class_text_embeddings(
+            model,
+            tokenizer,
+            std::slice::from_ref(&config.target),
+            &device,
+        )?
+        .get(0)?;
+        let chosen: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+        let mut perturbed = std::collections::HashMap::with_capacity(chosen.len());
+        for chunk in chosen.chunks(64) {
+            let images = chunk
+                .iter()
+                .map(|&i| Ok(source.get(i)?.image))
+                .collect::<Result<Vec<Tensor>>>()?;
+            let batch = Tensor::stack(&images, 0)?.to_device(&device)?;
+            let p = config.pgd;
+            let out = crate::attacks::optimise::pgd_away_from_text(
+                model, &text, &batch, p.eps, p.step, p.iters,
+            )?
+            .to_device(&Device::Cpu)?;
+            for (b, &i) in chunk.iter().enumerate() {
+                perturbed.insert(i, out.get(b)?);
+            }
+        }
+        Ok(Self {
+            config,
+            target_pairs,
+            mask,
+            perturbed,
+        })
+    }
+
+    /// Pairs poisoned.
+    pub fn count(&self) -> usize {
+        self.perturbed.len()
+    }
+
+    /// The poisoned-pair mask (true = poisoned).
+    pub fn mask(&self) -> &[bool] {
+        &self.mask
+    }
+}
+
+impl Poisoner for LabelConsistentPoisoner {
+    /// The PGD image of pair `index` with the corner trigger; the caption is kept.
+    fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
+        let image = self.perturbed.get(&index).ok_or_else(|| {
+            Error::Invalid(format!(
+                "label-consistent poisoning: pair {index} was not chosen when the poisoner was built"
+            ))
+        })?;
+        if image.dims() != pair.image.dims() {
+            return Err(Error::Invalid(format!(
+                "label-consistent poisoning: pair {index} is {:?}, its PGD image {:?}",
+                pair.image.dims(),
+                image.dims()
+            )));
+        }
+        Ok(Pair {
+            image: self.config.trigger.apply(image)?,
+            caption: pair.caption,
+        })
+    }
+
+    /// The pairs chosen at build time; refuses a training config with another rate or seed.
+    fn chosen(&self, n: usize, rate: f64, seed: u64) -> Result<Vec<bool>> {
+        let c = &self.config;
+        if n != self.mask.len() || rate != c.poison_rate || seed != c.seed {
+            return Err(Error::Invalid(format!(
+                "label-consistent poisoner was built for {} pairs, rate {}, seed {}; training has {n} pairs, rate {rate}, seed {seed}",
+                self.mask.len(),
+                c.poison_rate,
+                c.seed
+            )));
+        }
+        Ok(self.mask.clone())
+    }
+}
+
 /// Image-caption pairs from a CSV manifest (`path,caption`), decoded and preprocessed to `size`.
 pub struct ManifestPairs {
     pub items: Vec<(std::path::PathBuf, String)>,
@@ -195,10 +373,25 @@ impl PairSource for ManifestPairs {
     }
 
     fn get(&self, index: usize) -> Result<Pair> {
-        let (path, caption) = &self.items[index];
+        let (path, caption) = self.item(index)?;
         Ok(Pair {
             image: crate::image::load_unit(path, self.size, &Device::Cpu)?,
             caption: caption.clone(),
+        })
+    }
+
+    fn caption(&self, index: usize) -> Result<String> {
+        Ok(self.item(index)?.1.clone())
+    }
+}
+
+impl ManifestPairs {
+    fn item(&self, index: usize) -> Result<&(std::path::PathBuf, String)> {
+        self.items.get(index).ok_or_else(|| {
+            Error::Invalid(format!(
+                "pair {index} is out of range: the manifest has {} pairs",
+                self.items.len()
+            ))
         })
     }
 }
