@@ -6,7 +6,7 @@ use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, resistivity, Attack, ImageEncoder, PerturbationResult, ZeroShot};
+use crate::eval::{evaluate_with_resistivity, Attack, ImageEncoder, PerturbationResult, ZeroShot};
 use crate::metrics::{AsrConvention, Rate};
 use crate::train::rvpt::{
     fit, DeepPrompts, EpochLog, FitState, PromptCheckpoint, PromptedEncoder, RvptConfig,
@@ -77,8 +77,15 @@ fn measure(
     seed: u64,
     progress: bool,
 ) -> Result<(Rate, Rate, Vec<PerturbationResult>)> {
-    let report = evaluate(zs, loader, Some(attack), progress)?;
-    let pr = resistivity(zs, loader, perturbations, seed, false, progress)?;
+    let (report, pr) = evaluate_with_resistivity(
+        zs,
+        loader,
+        Some(attack),
+        perturbations,
+        seed,
+        false,
+        progress,
+    )?;
     let asr = report
         .attack_success_rate
         .ok_or_else(|| Error::Invalid("evaluation returned no ASR".into()))?;

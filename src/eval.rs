@@ -150,42 +150,7 @@ pub fn evaluate(
     attack: Option<&Attack>,
     show_progress: bool,
 ) -> Result<EvalReport> {
-    let bar = progress_bar(loader.len(), "evaluating", show_progress);
-    let (mut preds, mut triggered, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    let mut batches = loader.all()?;
-    for batch in batches.by_ref() {
-        let batch = batch?;
-        preds.extend(argmax_rows(&zs.forward(&batch.images)?.1)?);
-        if let Some(a) = attack {
-            let poisoned = per_image(&batch, |img, i| a.trigger.apply(img, a.seed, i))?;
-            triggered.extend(argmax_rows(&zs.forward(&poisoned)?.1)?);
-        }
-        labels.extend_from_slice(&batch.labels);
-        bar.inc(batch.labels.len() as u64);
-    }
-    bar.finish_and_clear();
-    let skipped = batches
-        .skipped()
-        .iter()
-        .map(|s| format!("{}: {}", s.path.display(), s.reason))
-        .collect();
-    let asr = match attack {
-        Some(a) => Some(attack_success_rate(
-            &triggered,
-            &labels,
-            a.target,
-            a.convention,
-        )?),
-        None => None,
-    };
-    Ok(EvalReport {
-        clean_accuracy: clean_accuracy(&preds, &labels)?,
-        attack_success_rate: asr,
-        trigger: attack.map(|a| a.trigger.name()),
-        target: attack.map(|a| zs.classes[a.target].clone()),
-        asr_convention: attack.map(|a| a.convention),
-        skipped,
-    })
+    Ok(evaluate_with_resistivity(zs, loader, attack, &[], 0, false, show_progress)?.0)
 }
 
 /// PR of one perturbation, with the layer-wise [CLS] cosine profile when asked for.
@@ -208,12 +173,44 @@ pub fn resistivity(
     if perturbations.is_empty() {
         return Err(Error::Invalid("no perturbations given".into()));
     }
-    let bar = progress_bar(loader.len(), "PR", show_progress);
+    let pass = evaluate_with_resistivity(
+        zs,
+        loader,
+        None,
+        perturbations,
+        seed,
+        layerwise,
+        show_progress,
+    )?;
+    Ok(pass.1)
+}
+
+/// CA, ASR and PR in one pass over `loader`. The clean forward is shared by all three, and a
+/// perturbation that is the attack's own trigger (same spec, same seed) also gives the
+/// triggered predictions, so nothing is computed twice.
+pub fn evaluate_with_resistivity(
+    zs: &ZeroShot,
+    loader: &Loader,
+    attack: Option<&Attack>,
+    perturbations: &[Perturbation],
+    seed: u64,
+    layerwise: bool,
+    show_progress: bool,
+) -> Result<(EvalReport, Vec<PerturbationResult>)> {
+    let bar = progress_bar(loader.len(), "evaluating", show_progress);
+    let shared_trigger = attack.and_then(|a| {
+        perturbations.iter().position(|p| {
+            matches!(p, Perturbation::Trigger(t) if t.name() == a.trigger.name()) && seed == a.seed
+        })
+    });
+    let (mut preds, mut triggered, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     let mut accs = vec![ResistivityAccumulator::default(); perturbations.len()];
     let mut layer_accs = vec![LayerwiseAccumulator::default(); perturbations.len()];
-    for batch in loader.all()? {
+    let mut batches = loader.all()?;
+    for batch in batches.by_ref() {
         let batch = batch?;
         let (f, l) = zs.forward(&batch.images)?;
+        preds.extend(argmax_rows(&l)?);
         let cls = if layerwise {
             zs.encoder.cls_per_block(&zs.pixels(&batch.images)?)?
         } else {
@@ -227,11 +224,41 @@ pub fn resistivity(
                 let pcls = zs.encoder.cls_per_block(&zs.pixels(&perturbed)?)?;
                 layer_accs[k].add(&cls, &pcls)?;
             }
+            if shared_trigger == Some(k) {
+                triggered.extend(argmax_rows(&pl)?);
+            }
         }
+        if let (Some(a), None) = (attack, shared_trigger) {
+            let poisoned = per_image(&batch, |img, i| a.trigger.apply(img, a.seed, i))?;
+            triggered.extend(argmax_rows(&zs.forward(&poisoned)?.1)?);
+        }
+        labels.extend_from_slice(&batch.labels);
         bar.inc(batch.labels.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(perturbations
+    let skipped = batches
+        .skipped()
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .collect();
+    let asr = match attack {
+        Some(a) => Some(attack_success_rate(
+            &triggered,
+            &labels,
+            a.target,
+            a.convention,
+        )?),
+        None => None,
+    };
+    let report = EvalReport {
+        clean_accuracy: clean_accuracy(&preds, &labels)?,
+        attack_success_rate: asr,
+        trigger: attack.map(|a| a.trigger.name()),
+        target: attack.map(|a| zs.classes[a.target].clone()),
+        asr_convention: attack.map(|a| a.convention),
+        skipped,
+    };
+    let prs = perturbations
         .iter()
         .zip(accs.iter().zip(&layer_accs))
         .map(|(p, (a, la))| PerturbationResult {
@@ -239,5 +266,6 @@ pub fn resistivity(
             resistivity: a.finish(),
             layerwise_cls_cosine: layerwise.then(|| la.finish()),
         })
-        .collect())
+        .collect();
+    Ok((report, prs))
 }

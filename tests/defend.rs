@@ -122,3 +122,53 @@ fn unknown_case_is_named() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown case `trojan`"), "{err}");
 }
+
+#[test]
+fn one_pass_evaluation_equals_separate_passes() {
+    use rvpt::attacks::{Perturbation, Trigger};
+    use rvpt::data::{ImageFolder, Loader, Transform};
+    use rvpt::eval::{evaluate, evaluate_with_resistivity, resistivity, Attack, ZeroShot};
+    use rvpt::metrics::AsrConvention;
+
+    let dir = tempfile::tempdir().unwrap();
+    rvpt::toy::ToyWorld::new(32, 0)
+        .unwrap()
+        .write_image_folder(dir.path(), rvpt::toy::lab::TEST_START, 3)
+        .unwrap();
+    let cpu = candle_core::Device::Cpu;
+    let engine = rvpt::engine::Engine::load("toy-badnet", &cpu, candle_core::DType::F32).unwrap();
+    let folder = ImageFolder::open(dir.path(), None).unwrap();
+    let loader = Loader::new(folder.samples().to_vec(), Transform::eval(32), 8, &cpu).unwrap();
+    let zs = ZeroShot::new(
+        &engine.model,
+        &engine.model,
+        &engine.tokenizer,
+        folder.classes(),
+        rvpt::text::Templates::Single,
+        &cpu,
+    )
+    .unwrap();
+    let spec = "badnet:fixed,size=4";
+    let trigger = Trigger::parse(spec).unwrap();
+    let attack = Attack {
+        trigger: &trigger,
+        target: zs.class_index("heart").unwrap(),
+        seed: 7,
+        convention: AsrConvention::ExcludeTarget,
+    };
+    fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+    let separate_eval = evaluate(&zs, &loader, Some(&attack), false).unwrap();
+    // With the trigger among the perturbations (shared pass) and without it (own pass).
+    for perturb in [vec!["noise:0.03", spec], vec!["flip"]] {
+        let perts: Vec<Perturbation> = perturb.iter().map(|p| p.parse().unwrap()).collect();
+        let separate_pr = resistivity(&zs, &loader, &perts, 7, true, false).unwrap();
+        let (eval, pr) =
+            evaluate_with_resistivity(&zs, &loader, Some(&attack), &perts, 7, true, false).unwrap();
+        assert_eq!(json(&eval), json(&separate_eval));
+        assert_eq!(json(&pr), json(&separate_pr));
+    }
+    // The shared pass must really have seen the trigger: the backdoor fires.
+    assert!(separate_eval.attack_success_rate.unwrap().value > 0.9);
+}
