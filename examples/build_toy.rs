@@ -32,6 +32,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const WORLD_SEED: u64 = 0;
 const BATCH: usize = 128;
 
+#[allow(clippy::too_many_arguments)]
 fn train_run(
     vars: &ClipVars,
     tokenizer: &ClipTokenizer,
@@ -112,7 +113,8 @@ fn trains(name: &str, from: usize) -> bool {
     if from == 0 {
         return true;
     }
-    if name.starts_with("vision_model.embeddings.") || name.starts_with("vision_model.pre_layrnorm.")
+    if name.starts_with("vision_model.embeddings.")
+        || name.starts_with("vision_model.pre_layrnorm.")
     {
         return false;
     }
