@@ -6,6 +6,11 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// y = x W^T + b, computed as one 2-D matmul over all leading dimensions.
+///
+/// A frozen layer (weight and bias plain tensors, not `Var`s being trained) runs as
+/// [`ops::frozen_linear`], whose backward computes only the input gradient; a trained one (e.g.
+/// [`ClipVars::model`](super::init::ClipVars::model)) as a differentiable matmul, so its `Var`s
+/// get their gradients.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
@@ -31,7 +36,15 @@ impl Linear {
         &self.weight
     }
 
+    /// True when the weight or the bias carries gradient (a `Var`, or computed from one).
+    pub fn is_trained(&self) -> bool {
+        self.weight.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.is_trained() {
+            return ops::frozen_linear(x, &self.weight, self.bias.as_ref());
+        }
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -70,48 +83,65 @@ impl LayerNorm {
     }
 }
 
-/// Multi-head self-attention. q, k and v run as one matmul; their weights are concatenated at
-/// each forward (not once at load) so that trained `Var`s stay the single source of truth.
+/// q, k and v as one (3 width, width) projection.
+#[derive(Debug, Clone)]
+enum Qkv {
+    /// Frozen weights: concatenated once, at construction.
+    Fused(Linear),
+    /// Trained weights: concatenated at each forward, so that the `Var`s stay the single source
+    /// of truth (an optimizer updates them in place).
+    Separate([Linear; 3]),
+}
+
+/// Multi-head self-attention. q, k and v run as one matmul.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Qkv,
     out_proj: Linear,
     num_heads: usize,
     scale: f64,
 }
 
+fn cat_linears(parts: &[Linear; 3]) -> Result<Linear> {
+    let [q, k, v] = parts;
+    let weight = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
+    let bias = match (&q.bias, &k.bias, &v.bias) {
+        (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+        _ => None,
+    };
+    Ok(Linear::from_parts(weight, bias))
+}
+
 impl Attention {
     pub fn new(vb: VarBuilder, width: usize, num_heads: usize) -> Result<Self> {
         let head_dim = width / num_heads;
+        let parts = [
+            Linear::new(vb.pp("q_proj"), width, width, true)?,
+            Linear::new(vb.pp("k_proj"), width, width, true)?,
+            Linear::new(vb.pp("v_proj"), width, width, true)?,
+        ];
+        let qkv = if parts.iter().any(Linear::is_trained) {
+            Qkv::Separate(parts)
+        } else {
+            Qkv::Fused(cat_linears(&parts)?)
+        };
         Ok(Self {
-            q_proj: Linear::new(vb.pp("q_proj"), width, width, true)?,
-            k_proj: Linear::new(vb.pp("k_proj"), width, width, true)?,
-            v_proj: Linear::new(vb.pp("v_proj"), width, width, true)?,
+            qkv,
             out_proj: Linear::new(vb.pp("out_proj"), width, width, true)?,
             num_heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    fn qkv(&self) -> Result<Linear> {
-        let (q, k, v) = (&self.q_proj, &self.k_proj, &self.v_proj);
-        let weight = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
-        let bias = match (&q.bias, &k.bias, &v.bias) {
-            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
-            _ => None,
-        };
-        Ok(Linear::from_parts(weight, bias))
-    }
-
     /// `x`: (batch, tokens, width); `mask`: additive (tokens, tokens), e.g. causal for text.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, w) = x.dims3()?;
         let (h, d) = (self.num_heads, w / self.num_heads);
-        let qkv = self
-            .qkv()?
-            .forward(x)?
+        let qkv = match &self.qkv {
+            Qkv::Fused(l) => l.forward(x)?,
+            Qkv::Separate(parts) => cat_linears(parts)?.forward(x)?,
+        };
+        let qkv = qkv
             .reshape((b, t, 3, h, d))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?;

@@ -4,7 +4,7 @@
 //! prompt tokens run the blocks themselves, with [CLS] + patches + extra tokens as the sequence.
 
 use super::config::VisionConfig;
-use super::transformer::{BlockConfig, EncoderLayer, LayerNorm};
+use super::transformer::{BlockConfig, EncoderLayer, LayerNorm, Linear};
 use candle_core::{IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -75,8 +75,9 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * gh * gw, c * p * p))?;
         let width = self.cfg.hidden_size;
-        let patches = patches
-            .matmul(&self.patch_weight.t()?)?
+        // A linear layer without bias: frozen weights skip their gradient in backward.
+        let patches = Linear::from_parts(self.patch_weight.clone(), None)
+            .forward(&patches)?
             .reshape((b, gh * gw, width))?;
         let cls = self
             .class_embedding
