@@ -66,6 +66,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> rvpt::Result<()> {
+    rvpt::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = arg(&args, "--batch", 32);
     let iters: usize = arg(&args, "--iters", 3);
