@@ -269,3 +269,65 @@ fn clip_vars_model_trains_every_parameter() {
         assert!(norm > 0.0, "{name} gets a zero gradient");
     }
 }
+
+#[test]
+fn block_head_equals_the_full_block() {
+    // forward_head(x, mask, n) = forward(x, mask)[:, :n], with the same input gradient: an image
+    // block (no mask) and a text block (causal mask), frozen weights and trained ones.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    let cfg = rvpt::model::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let frozen = rvpt::model::load_clip(
+        &dir.join("model.safetensors"),
+        Some(cfg.clone()),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let vars = rvpt::model::init::ClipVars::init(&cfg, 1, &Device::Cpu).unwrap();
+    let trained = vars.model().unwrap();
+    let t = 6;
+    let causal: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let causal = Tensor::from_vec(causal, (t, t), &Device::Cpu).unwrap();
+    for (model, kind) in [(&frozen, "frozen"), (&trained, "trained")] {
+        let cases = [
+            (&model.vision.blocks[0], cfg.vision_config.hidden_size, None),
+            (
+                &model.text.blocks[0],
+                cfg.text_config.hidden_size,
+                Some(&causal),
+            ),
+        ];
+        for (block, width, mask) in cases {
+            let x = randn(&[2, t, width], 50).to_dtype(DType::F32).unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            for n in [1, 3] {
+                let probe = randn(&[2, n, width], 51).to_dtype(DType::F32).unwrap();
+                let dx = |y: Tensor| {
+                    let g = (&y * &probe)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    (y, g.get(x.as_tensor()).unwrap().clone())
+                };
+                let (head, head_dx) = dx(block.forward_head(x.as_tensor(), mask, n).unwrap());
+                let full = block.forward(x.as_tensor(), mask).unwrap();
+                let (full, full_dx) = dx(full.narrow(1, 0, n).unwrap());
+                let (e, ge) = (max_diff(&head, &full), max_diff(&head_dx, &full_dx));
+                assert!(
+                    e < 1e-5 && ge < 1e-5,
+                    "{kind}, n = {n}: {e:.1e}, dx {ge:.1e}"
+                );
+            }
+        }
+    }
+}

@@ -96,6 +96,17 @@ impl VisionTransformer {
         Ok(x)
     }
 
+    /// Runs blocks `range` as [`Self::forward_blocks`], the last one for the [CLS] token only
+    /// ([`EncoderLayer::forward_head`]): (B, 1, width), all that [`Self::pool`] reads.
+    pub fn forward_blocks_cls(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
+        if range.is_empty() {
+            return x.narrow(1, 0, 1);
+        }
+        let last = range.end - 1;
+        let x = self.forward_blocks(x, range.start..last)?;
+        self.blocks[last].forward_head(&x, None, 1)
+    }
+
     /// Final layer norm of the [CLS] token: the pooled image feature (pre-projection).
     pub fn pool(&self, tokens: &Tensor) -> Result<Tensor> {
         self.post_layernorm.forward(&tokens.i((.., 0, ..))?)
@@ -104,7 +115,7 @@ impl VisionTransformer {
     /// Pixels → pooled feature (B, width).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.embed(pixels)?;
-        let x = self.forward_blocks(&x, 0..self.blocks.len())?;
+        let x = self.forward_blocks_cls(&x, 0..self.blocks.len())?;
         self.pool(&x)
     }
 
