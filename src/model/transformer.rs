@@ -103,7 +103,8 @@ enum Qkv {
     Separate([Linear; 3]),
 }
 
-/// Multi-head self-attention. q, k and v run as one matmul.
+/// Multi-head self-attention. q, k and v run as one matmul (q and k, v as two when only the
+/// first tokens are queries).
 #[derive(Debug, Clone)]
 pub struct Attention {
     qkv: Qkv,
