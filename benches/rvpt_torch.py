@@ -62,11 +62,12 @@ def step():
 
 
 step()  # warm-up
-times = []
+times, cpu = [], []
 for _ in range(a.iters):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     step()
     times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
 med = sorted(times)[len(times) // 2]
 print(json.dumps({
     "impl": f"torch {torch.__version__} (sdpa)",
@@ -74,6 +75,8 @@ print(json.dumps({
     "threads": torch.get_num_threads(),
     "median_s": med,
     "samples_per_s": a.batch / med,
+    # CPU time of all threads (user + system): steadier than wall time on shared cores.
+    "median_cpu_s": sorted(cpu)[len(cpu) // 2],
     # VmHWM, not ru_maxrss: the latter keeps the launching process's peak across exec.
     "peak_rss_mb": next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024,
 }))

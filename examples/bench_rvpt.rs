@@ -17,6 +17,41 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// CPU time (user + system, all threads) this process has used so far, in seconds: steadier than
+/// wall time when other jobs share the cores.
+fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat (after the parenthesised command name) are utime and
+    // stime in clock ticks, 100 per second on Linux.
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Wall and CPU seconds of one phase.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    wall: f64,
+    cpu: f64,
+}
+
+fn timed<T>(spent: &mut Spent, f: impl FnOnce() -> rvpt::Result<T>) -> rvpt::Result<T> {
+    let (t, c) = (Instant::now(), cpu_seconds());
+    let out = f()?;
+    spent.wall += t.elapsed().as_secs_f64();
+    spent.cpu += cpu_seconds() - c;
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Peak resident memory of this process (VmHWM), in MB.
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -31,6 +66,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> rvpt::Result<()> {
+    rvpt::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = arg(&args, "--batch", 32);
     let iters: usize = arg(&args, "--iters", 3);
@@ -69,42 +105,59 @@ fn main() -> rvpt::Result<()> {
         nesterov: false,
     };
     let mut opt = Sgd::new(prompts.vars.clone(), sgd)?;
-    let mut step = || -> rvpt::Result<()> {
-        let frozen = frozen_part(&enc, &pixels, false)?;
-        let parts = batch_loss(
-            &model,
-            &enc,
-            &text,
-            &frozen,
-            &labels,
-            &LossConfig::default(),
-        )?;
-        opt.backward_step(&parts.total)
+    // Phases: the no-gradient frozen part, the prompted forward + loss, backward, SGD update.
+    const PHASES: [&str; 4] = ["frozen", "forward", "backward", "sgd"];
+    let mut step = || -> rvpt::Result<[Spent; 4]> {
+        let mut s = [Spent::default(); 4];
+        let frozen = timed(&mut s[0], || frozen_part(&enc, &pixels, false))?;
+        let parts = timed(&mut s[1], || {
+            batch_loss(
+                &model,
+                &enc,
+                &text,
+                &frozen,
+                &labels,
+                &LossConfig::default(),
+            )
+        })?;
+        let grads = timed(&mut s[2], || Ok(parts.total.backward()?))?;
+        timed(&mut s[3], || opt.step(&grads))?;
+        Ok(s)
     };
     step()?; // warm-up
-    let mut times = Vec::new();
+    let mut runs = Vec::new();
     for _ in 0..iters {
-        let t = Instant::now();
-        step()?;
-        times.push(t.elapsed().as_secs_f64());
+        runs.push(step()?);
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let ours = batch as f64 / median;
+    let total = |r: &[Spent; 4], f: fn(&Spent) -> f64| r.iter().map(f).sum::<f64>();
+    let median_wall = median(runs.iter().map(|r| total(r, |s| s.wall)).collect());
+    let median_cpu = median(runs.iter().map(|r| total(r, |s| s.cpu)).collect());
+    let ours = batch as f64 / median_wall;
     println!(
-        "rvpt (candle 0.11.1, {} threads): step {median:.2}s, {ours:.2} samples/s, peak RSS {:.0} MB",
+        "rvpt (candle 0.11.1, {} threads): step {median_wall:.2}s ({median_cpu:.2} CPU-s), {ours:.2} samples/s, peak RSS {:.0} MB",
         candle_core::utils::get_num_threads(),
         peak_rss_mb()
     );
+    let phases: Vec<String> = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let wall = median(runs.iter().map(|r| r[i].wall).collect());
+            let cpu = median(runs.iter().map(|r| r[i].cpu).collect());
+            format!("{name} {wall:.2}s ({cpu:.2} CPU-s)")
+        })
+        .collect();
+    println!("  phases (medians): {}", phases.join(", "));
     if !python.is_empty() {
         let v = common::torch_benchmark(&python, "rvpt_torch.py", batch, iters)?;
         let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{} ({}, {} threads): step {:.2}s, {theirs:.2} samples/s, peak RSS {:.0} MB",
+            "{} ({}, {} threads): step {:.2}s ({:.2} CPU-s), {theirs:.2} samples/s, peak RSS {:.0} MB",
             v["impl"].as_str().unwrap_or("torch"),
             v["blas"].as_str().unwrap_or("?"),
             v["threads"],
             v["median_s"].as_f64().unwrap_or(f64::NAN),
+            v["median_cpu_s"].as_f64().unwrap_or(f64::NAN),
             v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
         );
         println!("ratio rvpt/torch: {:.2}x", ours / theirs);

@@ -35,6 +35,7 @@ fn random_vision(cfg: &VisionConfig) -> rvpt::Result<rvpt::model::vision::Vision
 }
 
 fn main() -> rvpt::Result<()> {
+    rvpt::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = arg(&args, "--batch", 32);
     let iters: usize = arg(&args, "--iters", 5);

@@ -180,6 +180,7 @@ fn measure(
 }
 
 fn main() -> rvpt::Result<()> {
+    rvpt::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(arg(&args, "--out", "models/toy".to_string()));
     let stage: String = arg(&args, "--stage", "all".to_string());

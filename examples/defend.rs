@@ -19,6 +19,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    rvpt::alloc::keep_freed_memory();
     match rvpt::defend::run(&Cli::parse().args) {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {

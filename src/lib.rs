@@ -4,6 +4,7 @@
 //! perturbations, in [0, 1] space) → `model` (vision tower, block by block) → pooled feature →
 //! projection → cosine logits against `text` class embeddings → `metrics` (CA, ASR, PR).
 
+pub mod alloc;
 pub mod attacks;
 pub mod data;
 pub mod defend;

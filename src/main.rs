@@ -4,8 +4,9 @@ mod cli;
 
 // Large short-lived activations: mimalloc reuses them instead of faulting fresh pages.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rvpt::alloc::MiMalloc = rvpt::alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    rvpt::alloc::keep_freed_memory();
     cli::run()
 }

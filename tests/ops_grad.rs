@@ -144,3 +144,190 @@ fn fused_forward_matches_candle_kernels() {
     let theirs = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
     assert!(max_diff(&ours, &theirs) < 1e-6);
 }
+
+#[test]
+fn frozen_linear_backward() {
+    // dL/dx of the frozen linear (the weight and bias are constants here, not inputs) against the
+    // f64 path and finite differences: 3-D input, with and without bias, and a strided input.
+    let w = randn(&[6, 8], 10);
+    let b = randn(&[6], 11);
+    let with_bias = |t: &[Tensor]| {
+        let dtype = t[0].dtype();
+        let (w, b) = (w.to_dtype(dtype).unwrap(), b.to_dtype(dtype).unwrap());
+        ops::frozen_linear(&t[0], &w, Some(&b)).unwrap()
+    };
+    check("frozen_linear", &with_bias, vec![randn(&[2, 5, 8], 12)]);
+    let no_bias = |t: &[Tensor]| {
+        let w = w.to_dtype(t[0].dtype()).unwrap();
+        ops::frozen_linear(&t[0], &w, None).unwrap()
+    };
+    check(
+        "frozen_linear (no bias)",
+        &no_bias,
+        vec![randn(&[7, 8], 13)],
+    );
+    let strided = |t: &[Tensor]| with_bias(&[t[0].transpose(0, 1).unwrap()]);
+    check(
+        "frozen_linear (strided)",
+        &strided,
+        vec![randn(&[5, 3, 8], 14)],
+    );
+}
+
+#[test]
+fn frozen_linear_matches_the_differentiable_linear() {
+    // Same forward and dL/dx as x Wᵀ + b through candle's matmul, in f32 (bias added in place)
+    // and f64 (the backend's generic add); W and b get no gradient, and trained ones are refused.
+    for dtype in [DType::F32, DType::F64] {
+        let x = Var::from_tensor(&randn(&[3, 4, 8], 20).to_dtype(dtype).unwrap()).unwrap();
+        let w = randn(&[6, 8], 21).to_dtype(dtype).unwrap();
+        let b = randn(&[6], 22).to_dtype(dtype).unwrap();
+        let probe = randn(&[3, 4, 6], 23).to_dtype(dtype).unwrap();
+        let y = ops::frozen_linear(x.as_tensor(), &w, Some(&b)).unwrap();
+        let g = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&w).is_none() && g.get(&b).is_none());
+
+        let (wv, bv) = (Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+        let y2 = x
+            .as_tensor()
+            .broadcast_matmul(&wv.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(bv.as_tensor())
+            .unwrap();
+        let g2 = (&y2 * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(max_diff(&y, &y2) < 1e-5, "{dtype:?}: forward");
+        let (gx, gx2) = (
+            g.get(x.as_tensor()).unwrap(),
+            g2.get(x.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(gx, gx2) < 1e-5, "{dtype:?}: input gradient");
+        assert!(g2.get(wv.as_tensor()).is_some(), "the reference trains W");
+
+        assert!(ops::frozen_linear(x.as_tensor(), wv.as_tensor(), Some(&b)).is_err());
+        assert!(ops::frozen_linear(x.as_tensor(), &w, Some(bv.as_tensor())).is_err());
+        assert!(ops::frozen_linear(x.as_tensor(), &w, Some(&w)).is_err());
+    }
+}
+
+#[test]
+fn frozen_layer_norm_gives_the_same_input_gradient() {
+    // Frozen weight and bias take the dx-only backward kernel: the same dx as the full one.
+    let x = Var::from_tensor(&randn(&[3, 5, 16], 30).to_dtype(DType::F32).unwrap()).unwrap();
+    let w = randn(&[16], 31).to_dtype(DType::F32).unwrap();
+    let b = randn(&[16], 32).to_dtype(DType::F32).unwrap();
+    let probe = randn(&[3, 5, 16], 33).to_dtype(DType::F32).unwrap();
+    let dx = |w: &Tensor, b: &Tensor| {
+        let y = ops::layer_norm(x.as_tensor(), w, b, 1e-5).unwrap();
+        let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        (g.get(x.as_tensor()).unwrap().clone(), g.get(w).is_some())
+    };
+    let (frozen, frozen_w_grad) = dx(&w, &b);
+    let (wv, bv) = (Var::from_tensor(&w).unwrap(), Var::from_tensor(&b).unwrap());
+    let (trained, trained_w_grad) = dx(wv.as_tensor(), bv.as_tensor());
+    assert!(!frozen_w_grad && trained_w_grad);
+    assert!(max_diff(&frozen, &trained) < 1e-6);
+}
+
+#[test]
+fn clip_vars_model_trains_every_parameter() {
+    // `ClipVars::model` (contrastive pretraining and the attack) keeps the differentiable linear:
+    // every parameter gets a non-zero gradient from the CLIP loss.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/config.json");
+    let cfg = rvpt::model::ClipConfig::from_file(&path).unwrap();
+    let vars = rvpt::model::init::ClipVars::init(&cfg, 0, &Device::Cpu).unwrap();
+    let model = vars.model().unwrap();
+    let v = &cfg.vision_config;
+    let pixels = randn(&[2, v.num_channels, v.image_size, v.image_size], 40)
+        .to_dtype(DType::F32)
+        .unwrap();
+    let t = &cfg.text_config;
+    let ids: Vec<u32> = (0..2 * 7).map(|i| (i * 13 % t.vocab_size) as u32).collect();
+    let ids = Tensor::from_vec(ids, (2, 7), &Device::Cpu).unwrap();
+    let loss = rvpt::train::contrastive::clip_loss(
+        &model.image_embeds(&pixels).unwrap(),
+        &model.text_embeds(&ids).unwrap(),
+        vars.get("logit_scale").unwrap().as_tensor(),
+    )
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in &vars.vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} gets no gradient"));
+        let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(norm > 0.0, "{name} gets a zero gradient");
+    }
+}
+
+#[test]
+fn block_head_equals_the_full_block() {
+    // forward_head(x, mask, n) = forward(x, mask)[:, :n], with the same input gradient: an image
+    // block (no mask) and a text block (causal mask), frozen weights and trained ones.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
+    let cfg = rvpt::model::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let frozen = rvpt::model::load_clip(
+        &dir.join("model.safetensors"),
+        Some(cfg.clone()),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let vars = rvpt::model::init::ClipVars::init(&cfg, 1, &Device::Cpu).unwrap();
+    let trained = vars.model().unwrap();
+    let t = 6;
+    let causal: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let causal = Tensor::from_vec(causal, (t, t), &Device::Cpu).unwrap();
+    for (model, kind) in [(&frozen, "frozen"), (&trained, "trained")] {
+        let cases = [
+            (&model.vision.blocks[0], cfg.vision_config.hidden_size, None),
+            (
+                &model.text.blocks[0],
+                cfg.text_config.hidden_size,
+                Some(&causal),
+            ),
+        ];
+        for (block, width, mask) in cases {
+            let x = randn(&[2, t, width], 50).to_dtype(DType::F32).unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            for n in [1, 3] {
+                let probe = randn(&[2, n, width], 51).to_dtype(DType::F32).unwrap();
+                let dx = |y: Tensor| {
+                    let g = (&y * &probe)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    (y, g.get(x.as_tensor()).unwrap().clone())
+                };
+                let (head, head_dx) = dx(block.forward_head(x.as_tensor(), mask, n).unwrap());
+                let full = block.forward(x.as_tensor(), mask).unwrap();
+                let (full, full_dx) = dx(full.narrow(1, 0, n).unwrap());
+                let (e, ge) = (max_diff(&head, &full), max_diff(&head_dx, &full_dx));
+                assert!(
+                    e < 1e-5 && ge < 1e-5,
+                    "{kind}, n = {n}: {e:.1e}, dx {ge:.1e}"
+                );
+            }
+        }
+    }
+}

@@ -4,7 +4,11 @@
 //! through them silently gets no gradient. Here each op is a fused CPU kernel (f32) with a fused
 //! backward kernel, and on other devices or dtypes a composition of differentiable candle ops.
 //! `tests/ops_grad.rs` checks every backward against finite differences.
+//!
+//! [`frozen_linear`] is different: it runs on every backend (through candle's storage matmul) and
+//! exists for its backward, which skips the weight gradient that candle's matmul always computes.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
@@ -76,13 +80,25 @@ impl CustomOp3 for LayerNormOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
+        if !w.track_op() && !b.track_op() {
+            // Frozen affine parameters: dx alone, without x̂ and the two reductions.
+            let grad = LayerNormGrad {
+                eps: self.eps,
+                with_xhat: false,
+            };
+            return Ok((Some(x.apply_op3_no_bwd(w, &dy, &grad)?), None, None));
+        }
         // One fused pass gives dx and the normalised input needed for dw.
-        let both = x.apply_op3_no_bwd(w, &dy, &LayerNormGrad { eps: self.eps })?;
+        let grad = LayerNormGrad {
+            eps: self.eps,
+            with_xhat: true,
+        };
+        let both = x.apply_op3_no_bwd(w, &dy, &grad)?;
         let d = x.dim(D::Minus1)?;
         let dx = both.narrow(D::Minus1, 0, d)?;
         let xhat = both.narrow(D::Minus1, d, d)?;
@@ -94,9 +110,11 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
-/// Backward kernel: (x, w, dy) → [dx | x̂] along the last dimension.
+/// Backward kernel: (x, w, dy) → [dx | x̂] along the last dimension, or dx alone without
+/// `with_xhat`.
 struct LayerNormGrad {
     eps: f32,
+    with_xhat: bool,
 }
 
 impl CustomOp3 for LayerNormGrad {
@@ -115,27 +133,34 @@ impl CustomOp3 for LayerNormGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, g) = (slice(xs, xl)?, slice(ws, wl)?, slice(gs, gl)?);
         let d = last_dim(xl)?;
-        let mut out = vec![0f32; 2 * x.len()];
-        out.par_chunks_mut(2 * d)
+        let k = if self.with_xhat { 2 } else { 1 };
+        let mut out = vec![0f32; k * x.len()];
+        out.par_chunks_mut(k * d)
             .zip(x.par_chunks(d).zip(g.par_chunks(d)))
             .for_each(|(o, (row, grow))| {
                 let (mean, rstd) = row_stats(row, self.eps);
-                let (dx, xhat) = o.split_at_mut(d);
                 let (mut mean_gw, mut mean_gw_xhat) = (0f32, 0f32);
                 for i in 0..d {
-                    xhat[i] = (row[i] - mean) * rstd;
+                    let xhat = (row[i] - mean) * rstd;
                     let gw = grow[i] * w[i];
                     mean_gw += gw;
-                    mean_gw_xhat += gw * xhat[i];
+                    mean_gw_xhat += gw * xhat;
                 }
                 mean_gw /= d as f32;
                 mean_gw_xhat /= d as f32;
+                let (dx, rest) = o.split_at_mut(d);
                 for i in 0..d {
-                    dx[i] = rstd * (grow[i] * w[i] - mean_gw - xhat[i] * mean_gw_xhat);
+                    let xhat = (row[i] - mean) * rstd;
+                    dx[i] = rstd * (grow[i] * w[i] - mean_gw - xhat * mean_gw_xhat);
+                }
+                if self.with_xhat {
+                    for i in 0..d {
+                        rest[i] = (row[i] - mean) * rstd;
+                    }
                 }
             });
         let mut dims = xl.dims().to_vec();
-        *dims.last_mut().expect("non-scalar") *= 2;
+        *dims.last_mut().expect("non-scalar") *= k;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
@@ -300,6 +325,218 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
         return x.contiguous()?.apply_op1(QuickGeluOp);
     }
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}
+
+// ---------------------------------------------------------------- frozen linear
+
+/// `x` (…, in) as a (rows, in) matrix and the (rows, out) output shape, for `w` (out, in).
+fn linear_dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize, Shape)> {
+    let (out_dim, in_dim) = wl.shape().dims2()?;
+    let x_in = last_dim(xl)?;
+    if x_in != in_dim {
+        bail!(
+            "frozen linear: input {:?} does not match weight {:?}",
+            xl.dims(),
+            wl.dims()
+        );
+    }
+    if !xl.is_contiguous() {
+        bail!("frozen linear expects a contiguous input");
+    }
+    let rows = xl.shape().elem_count() / in_dim;
+    let mut dims = xl.dims().to_vec();
+    *dims.last_mut().expect("non-scalar") = out_dim;
+    Ok((rows, in_dim, out_dim, Shape::from(dims)))
+}
+
+/// x Wᵀ through the backend's own matmul (any device), and x Wᵀ + b when `b` is given.
+fn linear_fwd<S: BackendStorage>(
+    x: &S,
+    xl: &Layout,
+    w: &S,
+    wl: &Layout,
+    b: Option<(&S, &Layout)>,
+) -> Result<(S, Shape)> {
+    let (rows, in_dim, out_dim, shape) = linear_dims(xl, wl)?;
+    // The layouts `x.reshape((rows, in)).matmul(&w.t())` would pass.
+    let x2 = Layout::contiguous_with_offset((rows, in_dim), xl.start_offset());
+    let y = x.matmul(w, (1, rows, out_dim, in_dim), &x2, &wl.transpose(0, 1)?)?;
+    let y = match b {
+        None => y,
+        Some((b, bl)) => {
+            let yl = Layout::contiguous((rows, out_dim));
+            y.binary_impl::<candle_core::op::Add>(b, &yl, &bl.broadcast_as((rows, out_dim))?)?
+        }
+    };
+    Ok((y, shape))
+}
+
+/// The CPU forward: as [`linear_fwd`], with the bias added in place for f32.
+fn linear_cpu(
+    x: &CpuStorage,
+    xl: &Layout,
+    w: &CpuStorage,
+    wl: &Layout,
+    b: Option<(&CpuStorage, &Layout)>,
+) -> Result<(CpuStorage, Shape)> {
+    match b {
+        Some((bs, bl)) if x.dtype() == DType::F32 && bs.dtype() == DType::F32 => {
+            let (y, shape) = linear_fwd(x, xl, w, wl, None)?;
+            let mut y = match y {
+                CpuStorage::F32(y) => y,
+                _ => bail!("frozen linear: f32 matmul gave another dtype"),
+            };
+            let bias = slice(bs, bl)?;
+            y.par_chunks_mut(bias.len()).for_each(|row| {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            });
+            Ok((CpuStorage::F32(y), shape))
+        }
+        _ => linear_fwd(x, xl, w, wl, b),
+    }
+}
+
+/// dL/dx = dL/dy W, shaped as `x`.
+fn linear_input_grad(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let (out_dim, _) = w.dims2()?;
+    let rows = dy.elem_count() / out_dim;
+    dy.reshape((rows, out_dim))?.matmul(w)?.reshape(x.shape())
+}
+
+/// y = x Wᵀ for a frozen W.
+struct FrozenLinear;
+
+impl CustomOp2 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "rvpt-frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        linear_cpu(xs, xl, ws, wl, None)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        linear_fwd(xs, xl, ws, wl, None)
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        xs: &candle_core::MetalStorage,
+        xl: &Layout,
+        ws: &candle_core::MetalStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        linear_fwd(xs, xl, ws, wl, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(linear_input_grad(x, w, dy)?), None))
+    }
+}
+
+/// y = x Wᵀ + b for a frozen W and b.
+struct FrozenLinearBias;
+
+impl CustomOp3 for FrozenLinearBias {
+    fn name(&self) -> &'static str {
+        "rvpt-frozen-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        linear_cpu(xs, xl, ws, wl, Some((bs, bl)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        linear_fwd(xs, xl, ws, wl, Some((bs, bl)))
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        xs: &candle_core::MetalStorage,
+        xl: &Layout,
+        ws: &candle_core::MetalStorage,
+        wl: &Layout,
+        bs: &candle_core::MetalStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        linear_fwd(xs, xl, ws, wl, Some((bs, bl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(linear_input_grad(x, w, dy)?), None, None))
+    }
+}
+
+/// y = x Wᵀ + b over the last dimension of `x` (…, in), for W (out, in) and b (out): the forward
+/// of a linear layer, whose backward gives dL/dx only and never dL/dW or dL/db (candle's matmul
+/// computes both operand gradients, a second matmul as large as the forward). Only for weights
+/// that are not trained: refuses a `weight` or `bias` that carries gradient (a `Var` or a
+/// tensor computed from one).
+pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if weight.track_op() || bias.is_some_and(|b| b.track_op()) {
+        bail!("frozen_linear: the weight or bias is trained; use a differentiable matmul");
+    }
+    if let Some(b) = bias {
+        if b.dims() != [weight.dim(0)?] {
+            bail!(
+                "frozen_linear: bias {:?} for weight {:?}",
+                b.dims(),
+                weight.dims()
+            );
+        }
+    }
+    let x = x.contiguous()?;
+    match bias {
+        Some(b) => x.apply_op3(weight, b, FrozenLinearBias),
+        None => x.apply_op2(weight, FrozenLinear),
+    }
 }
 
 /// Exact (erf) GELU, as transformers' `gelu`.

@@ -6,6 +6,11 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// y = x W^T + b, computed as one 2-D matmul over all leading dimensions.
+///
+/// A frozen layer (weight and bias plain tensors, not `Var`s being trained) runs as
+/// [`ops::frozen_linear`], whose backward computes only the input gradient; a trained one (e.g.
+/// [`ClipVars::model`](super::init::ClipVars::model)) as a differentiable matmul, so its `Var`s
+/// get their gradients.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
@@ -31,7 +36,25 @@ impl Linear {
         &self.weight
     }
 
+    /// The layer restricted to output features `start..start + len` (rows of the weight).
+    fn narrow_out(&self, start: usize, len: usize) -> Result<Linear> {
+        let weight = self.weight.narrow(0, start, len)?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.narrow(0, start, len)?),
+            None => None,
+        };
+        Ok(Linear::from_parts(weight, bias))
+    }
+
+    /// True when the weight or the bias carries gradient (a `Var`, or computed from one).
+    pub fn is_trained(&self) -> bool {
+        self.weight.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.is_trained() {
+            return ops::frozen_linear(x, &self.weight, self.bias.as_ref());
+        }
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -70,61 +93,118 @@ impl LayerNorm {
     }
 }
 
-/// Multi-head self-attention. q, k and v run as one matmul; their weights are concatenated at
-/// each forward (not once at load) so that trained `Var`s stay the single source of truth.
+/// q, k and v as one (3 width, width) projection.
+#[derive(Debug, Clone)]
+enum Qkv {
+    /// Frozen weights: concatenated once, at construction.
+    Fused(Linear),
+    /// Trained weights: concatenated at each forward, so that the `Var`s stay the single source
+    /// of truth (an optimizer updates them in place).
+    Separate([Linear; 3]),
+}
+
+/// Multi-head self-attention. q, k and v run as one matmul (q and k, v as two when only the
+/// first tokens are queries).
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Qkv,
     out_proj: Linear,
     num_heads: usize,
     scale: f64,
 }
 
+/// The layers stacked along their outputs.
+fn cat_linears(parts: &[&Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+    let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
+    let bias = match biases {
+        Some(b) => Some(Tensor::cat(&b, 0)?),
+        None => None,
+    };
+    Ok(Linear::from_parts(Tensor::cat(&weights, 0)?, bias))
+}
+
+impl Qkv {
+    /// q, k and v as one layer.
+    fn all(&self) -> Result<Linear> {
+        match self {
+            Qkv::Fused(l) => Ok(l.clone()),
+            Qkv::Separate([q, k, v]) => cat_linears(&[q, k, v]),
+        }
+    }
+
+    /// q alone and k, v as one layer.
+    fn q_and_kv(&self, width: usize) -> Result<(Linear, Linear)> {
+        match self {
+            Qkv::Fused(l) => Ok((l.narrow_out(0, width)?, l.narrow_out(width, 2 * width)?)),
+            Qkv::Separate([q, k, v]) => Ok((q.clone(), cat_linears(&[k, v])?)),
+        }
+    }
+}
+
 impl Attention {
     pub fn new(vb: VarBuilder, width: usize, num_heads: usize) -> Result<Self> {
         let head_dim = width / num_heads;
+        let parts = [
+            Linear::new(vb.pp("q_proj"), width, width, true)?,
+            Linear::new(vb.pp("k_proj"), width, width, true)?,
+            Linear::new(vb.pp("v_proj"), width, width, true)?,
+        ];
+        let qkv = if parts.iter().any(Linear::is_trained) {
+            Qkv::Separate(parts)
+        } else {
+            let [q, k, v] = &parts;
+            Qkv::Fused(cat_linears(&[q, k, v])?)
+        };
         Ok(Self {
-            q_proj: Linear::new(vb.pp("q_proj"), width, width, true)?,
-            k_proj: Linear::new(vb.pp("k_proj"), width, width, true)?,
-            v_proj: Linear::new(vb.pp("v_proj"), width, width, true)?,
+            qkv,
             out_proj: Linear::new(vb.pp("out_proj"), width, width, true)?,
             num_heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
 
-    fn qkv(&self) -> Result<Linear> {
-        let (q, k, v) = (&self.q_proj, &self.k_proj, &self.v_proj);
-        let weight = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
-        let bias = match (&q.bias, &k.bias, &v.bias) {
-            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
-            _ => None,
-        };
-        Ok(Linear::from_parts(weight, bias))
-    }
-
     /// `x`: (batch, tokens, width); `mask`: additive (tokens, tokens), e.g. causal for text.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_queries(x, mask, x.dim(1)?)
+    }
+
+    /// The attention output of the first `n` tokens only, (batch, n, width): they alone are
+    /// queries, every token is a key and a value. `n` = all tokens is [`Self::forward`].
+    pub fn forward_queries(&self, x: &Tensor, mask: Option<&Tensor>, n: usize) -> Result<Tensor> {
         let (b, t, w) = x.dims3()?;
         let (h, d) = (self.num_heads, w / self.num_heads);
-        let qkv = self
-            .qkv()?
-            .forward(x)?
-            .reshape((b, t, 3, h, d))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let q = (qkv.get(0)? * self.scale)?;
-        let k = qkv.get(1)?;
-        let v = qkv.get(2)?;
+        let (q, k, v) = if n == t {
+            let qkv = self
+                .qkv
+                .all()?
+                .forward(x)?
+                .reshape((b, t, 3, h, d))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?)
+        } else {
+            let (q, kv) = self.qkv.q_and_kv(w)?;
+            let q = q
+                .forward(&x.narrow(1, 0, n)?)?
+                .reshape((b, n, h, d))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let kv = kv
+                .forward(x)?
+                .reshape((b, t, 2, h, d))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            (q, kv.get(0)?, kv.get(1)?)
+        };
+        let q = (q * self.scale)?;
         let scores = q.matmul(&k.t()?)?;
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) => scores.broadcast_add(&m.narrow(0, 0, n)?)?,
             None => scores,
         };
         let attn = ops::softmax_last_dim(&scores)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, w))?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, w))?;
         self.out_proj.forward(&out)
     }
 }
@@ -191,9 +271,17 @@ impl EncoderLayer {
     }
 
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = (x + self
+        self.forward_head(x, mask, x.dim(1)?)
+    }
+
+    /// The block's output for the first `n` tokens only, (batch, n, width), e.g. n = 1 for the
+    /// [CLS] token of a last block: the other tokens still serve as keys and values, but their
+    /// projections, MLP and residuals are skipped. The same values as `forward(..)[:, :n]`.
+    pub fn forward_head(&self, x: &Tensor, mask: Option<&Tensor>, n: usize) -> Result<Tensor> {
+        let attn = self
             .self_attn
-            .forward(&self.layer_norm1.forward(x)?, mask)?)?;
+            .forward_queries(&self.layer_norm1.forward(x)?, mask, n)?;
+        let h = (x.narrow(1, 0, n)? + attn)?;
         &h + self.mlp.forward(&self.layer_norm2.forward(&h)?)?
     }
 }

@@ -4,7 +4,7 @@
 //! prompt tokens run the blocks themselves, with [CLS] + patches + extra tokens as the sequence.
 
 use super::config::VisionConfig;
-use super::transformer::{BlockConfig, EncoderLayer, LayerNorm};
+use super::transformer::{BlockConfig, EncoderLayer, LayerNorm, Linear};
 use candle_core::{IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -75,8 +75,9 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * gh * gw, c * p * p))?;
         let width = self.cfg.hidden_size;
-        let patches = patches
-            .matmul(&self.patch_weight.t()?)?
+        // A linear layer without bias: frozen weights skip their gradient in backward.
+        let patches = Linear::from_parts(self.patch_weight.clone(), None)
+            .forward(&patches)?
             .reshape((b, gh * gw, width))?;
         let cls = self
             .class_embedding
@@ -95,6 +96,17 @@ impl VisionTransformer {
         Ok(x)
     }
 
+    /// Runs blocks `range` as [`Self::forward_blocks`], the last one for the [CLS] token only
+    /// ([`EncoderLayer::forward_head`]): (B, 1, width), all that [`Self::pool`] reads.
+    pub fn forward_blocks_cls(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
+        if range.is_empty() {
+            return x.narrow(1, 0, 1);
+        }
+        let last = range.end - 1;
+        let x = self.forward_blocks(x, range.start..last)?;
+        self.blocks[last].forward_head(&x, None, 1)
+    }
+
     /// Final layer norm of the [CLS] token: the pooled image feature (pre-projection).
     pub fn pool(&self, tokens: &Tensor) -> Result<Tensor> {
         self.post_layernorm.forward(&tokens.i((.., 0, ..))?)
@@ -103,7 +115,7 @@ impl VisionTransformer {
     /// Pixels → pooled feature (B, width).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.embed(pixels)?;
-        let x = self.forward_blocks(&x, 0..self.blocks.len())?;
+        let x = self.forward_blocks_cls(&x, 0..self.blocks.len())?;
         self.pool(&x)
     }
 

@@ -42,7 +42,8 @@ impl<'a> PromptedEncoder<'a> {
     }
 
     /// Prompted blocks on top of a prefix; returns the tokens after every prompted block
-    /// ([CLS] + patches + prompt outputs).
+    /// ([CLS] + patches + prompt outputs), except that the last block, whose only output anyone
+    /// reads is [CLS] (pooling, layer-wise FR), computes and returns [CLS] alone: (B, 1, W).
     pub fn prompted_blocks(&self, prefix: &Tensor) -> Result<Vec<Tensor>> {
         let (b, n, _) = prefix.dims3()?;
         let mut x = prefix.clone();
@@ -51,7 +52,12 @@ impl<'a> PromptedEncoder<'a> {
             let base = x.narrow(1, 0, n)?;
             let p = self.prompts.tokens(j, b)?.to_dtype(base.dtype())?;
             let seq = Tensor::cat(&[&base, &p], 1)?;
-            x = self.vision.blocks[self.prompts.first_block + j].forward(&seq, None)?;
+            let block = &self.vision.blocks[self.prompts.first_block + j];
+            x = if j + 1 == self.prompts.depth() {
+                block.forward_head(&seq, None, 1)?
+            } else {
+                block.forward(&seq, None)?
+            };
             outs.push(x.clone());
         }
         Ok(outs)
@@ -68,7 +74,7 @@ impl<'a> PromptedEncoder<'a> {
 
     /// Prefix → pooled feature of the original (unprompted) encoder, without gradient.
     pub fn frozen_feature(&self, prefix: &Tensor) -> Result<Tensor> {
-        let x = self.vision.forward_blocks(
+        let x = self.vision.forward_blocks_cls(
             &prefix.detach(),
             self.prompts.first_block..self.vision.blocks.len(),
         )?;

@@ -80,8 +80,14 @@ pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> R
     let target = if layerwise {
         let mut x = prefix.clone();
         let mut cls = Vec::new();
-        for block in &enc.vision.blocks[enc.prompts.first_block..] {
-            x = block.forward(&x, None)?;
+        let blocks = &enc.vision.blocks[enc.prompts.first_block..];
+        for (i, block) in blocks.iter().enumerate() {
+            // The last block's [CLS] is all that is read.
+            x = if i + 1 == blocks.len() {
+                block.forward_head(&x, None, 1)?
+            } else {
+                block.forward(&x, None)?
+            };
             cls.push(x.narrow(1, 0, 1)?);
         }
         Tensor::cat(&cls, 1)?.detach() // (B, depth, W)
