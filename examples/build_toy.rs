@@ -246,7 +246,8 @@ fn main() -> rvpt::Result<()> {
     if stage == "all" || stage == "backdoor" {
         let only: String = arg(&args, "--only", String::new());
         // `--train-vision-from K` plants the backdoor with the image tower's stem and blocks < K
-        // frozen (an experiment: a backdoor that lives where deep prompts reach).
+        // frozen (an experiment: a backdoor that lives where deep prompts reach); the model is
+        // written to `NAME-lateK`.
         let train_vision_from: usize = arg(&args, "--train-vision-from", 0);
         for (i, (name, trigger)) in triggers.iter().enumerate() {
             if !only.is_empty() && only != *name {
@@ -267,7 +268,10 @@ fn main() -> rvpt::Result<()> {
                 Some((&poisoner, rate)),
                 train_vision_from,
             )?;
-            let dir = out.join(name);
+            let dir = match train_vision_from {
+                0 => out.join(name),
+                k => out.join(format!("{name}-late{k}")),
+            };
             vars.save(&dir, DType::F16)?;
             write_tokenizer(&dir)?;
             let m = measure(&dir, &test, &triggers[i..=i], &target)?;
