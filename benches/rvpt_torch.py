@@ -1,9 +1,9 @@
 """PyTorch side of `cargo run --release --example bench_rvpt`: one RVPT training step (prompted
 forward through the last 6 of 12 ViT-B/32 blocks with 50 prompt tokens, frozen branch, CE +
-2 * FR, backward to the prompts, SGD with momentum) with random weights, batch 32, f32, CPU.
-Prints one JSON line with samples/s and peak RSS.
+2 * FR, backward to the prompts, SGD with momentum) with random weights, batch 32, f32, CPU
+(or `--device cuda`). Prints one JSON line with samples/s and peak RSS.
 
-    python benches/rvpt_torch.py --batch 32 --iters 3 --threads 2
+    python benches/rvpt_torch.py --batch 32 --iters 3 --threads 2 [--device cuda --iters 20]
 """
 import argparse
 import json
@@ -19,23 +19,25 @@ p.add_argument("--iters", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--depth", type=int, default=6)
 p.add_argument("--length", type=int, default=50)
+p.add_argument("--device", default="cpu")
 a = p.parse_args()
+dev = torch.device(a.device)
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 
-model = CLIPVisionModel(CLIPVisionConfig()).eval()
+model = CLIPVisionModel(CLIPVisionConfig()).eval().to(dev)
 model.config._attn_implementation = "sdpa"
 vm = model  # transformers 5: CLIPVisionModel holds the tower's modules directly
 for q in vm.parameters():
     q.requires_grad_(False)
-proj = torch.randn(768, 512) * 0.02
-text = F.normalize(torch.randn(10, 512), dim=-1)
+proj = torch.randn(768, 512, device=dev) * 0.02
+text = F.normalize(torch.randn(10, 512, device=dev), dim=-1)
 layers = vm.encoder.layers
 first = len(layers) - a.depth
-prompts = (torch.randn(a.depth, a.length, 768) * 0.02).requires_grad_(True)
+prompts = (torch.randn(a.depth, a.length, 768, device=dev) * 0.02).requires_grad_(True)
 opt = torch.optim.SGD([prompts], lr=0.002, momentum=0.9, weight_decay=5e-4)
-x_in = torch.randn(a.batch, 3, 224, 224)
-labels = torch.randint(0, 10, (a.batch,))
+x_in = torch.randn(a.batch, 3, 224, 224, device=dev)
+labels = torch.randint(0, 10, (a.batch,), device=dev)
 
 
 def step():
@@ -59,6 +61,8 @@ def step():
     opt.zero_grad()
     loss.backward()
     opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()  # time the work, not its launch
 
 
 step()  # warm-up
@@ -70,7 +74,7 @@ for _ in range(a.iters):
     cpu.append(time.process_time() - c)
 med = sorted(times)[len(times) // 2]
 print(json.dumps({
-    "impl": f"torch {torch.__version__} (sdpa)",
+    "impl": f"torch {torch.__version__} (sdpa, {a.device})",
     "blas": "MKL" if torch.backends.mkl.is_available() else "other",
     "threads": torch.get_num_threads(),
     "median_s": med,
@@ -78,5 +82,6 @@ print(json.dumps({
     # CPU time of all threads (user + system): steadier than wall time on shared cores.
     "median_cpu_s": sorted(cpu)[len(cpu) // 2],
     # VmHWM, not ru_maxrss: the latter keeps the launching process's peak across exec.
+    "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
     "peak_rss_mb": next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024,
 }))

@@ -3,11 +3,12 @@
 //! backward, SGD), batch 32, f32 CPU: samples/s and peak memory, beside PyTorch in the same run.
 //!
 //!     cargo run --release --example bench_rvpt -- [--batch 32] [--iters 3] [--python PATH]
+//!         [--device cuda:0]  (a CUDA build: `--features cuda`)
 
 mod common;
 use common::arg;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rvpt::model::{expected_tensors, ClipConfig};
 use rvpt::optim::{Optimizer, Sgd, SgdConfig};
 use rvpt::train::rvpt::{batch_loss, frozen_part, DeepPrompts, LossConfig, PromptedEncoder};
@@ -71,8 +72,9 @@ fn main() -> rvpt::Result<()> {
     let batch: usize = arg(&args, "--batch", 32);
     let iters: usize = arg(&args, "--iters", 3);
     let python: String = arg(&args, "--python", String::new());
+    let device: String = arg(&args, "--device", "cpu".to_string());
     let cfg = ClipConfig::vit_base_patch32();
-    let dev = Device::Cpu;
+    let dev = rvpt::device::parse_device(&device)?;
     let mut tensors = HashMap::new();
     for (name, shape) in expected_tensors(&cfg)? {
         if name.starts_with("vision_model.")
@@ -122,6 +124,8 @@ fn main() -> rvpt::Result<()> {
         })?;
         let grads = timed(&mut s[2], || Ok(parts.total.backward()?))?;
         timed(&mut s[3], || opt.step(&grads))?;
+        // On a GPU the phases above only queue work: wait for it, and count it in the step.
+        timed(&mut s[3], || Ok(dev.synchronize()?))?;
         Ok(s)
     };
     step()?; // warm-up
@@ -134,7 +138,7 @@ fn main() -> rvpt::Result<()> {
     let median_cpu = median(runs.iter().map(|r| total(r, |s| s.cpu)).collect());
     let ours = batch as f64 / median_wall;
     println!(
-        "rvpt (candle 0.11.1, {} threads): step {median_wall:.2}s ({median_cpu:.2} CPU-s), {ours:.2} samples/s, peak RSS {:.0} MB",
+        "rvpt (candle 0.11.1, {device}, {} threads): step {median_wall:.2}s ({median_cpu:.2} CPU-s), {ours:.2} samples/s, peak RSS {:.0} MB",
         candle_core::utils::get_num_threads(),
         peak_rss_mb()
     );
