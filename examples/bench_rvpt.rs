@@ -153,7 +153,15 @@ fn main() -> rvpt::Result<()> {
         .collect();
     println!("  phases (medians): {}", phases.join(", "));
     if !python.is_empty() {
-        let v = common::torch_benchmark(&python, "rvpt_torch.py", batch, iters)?;
+        let v = common::torch_benchmark(
+            &python,
+            "rvpt_torch.py",
+            batch,
+            iters,
+            // The same device as ours (torch spells cpu, cuda and cuda:N the same way), or the
+            // ratio would compare a GPU with a CPU.
+            &["--device", &device],
+        )?;
         let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{} ({}, {} threads): step {:.2}s ({:.2} CPU-s), {theirs:.2} samples/s, peak RSS {:.0} MB",

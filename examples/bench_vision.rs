@@ -61,7 +61,7 @@ fn main() -> rvpt::Result<()> {
     );
 
     if let Some(py) = python.filter(|p| !p.is_empty()) {
-        let v = common::torch_benchmark(&py, "vision_torch.py", batch, iters)?;
+        let v = common::torch_benchmark(&py, "vision_torch.py", batch, iters, &[])?;
         let theirs = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{} ({}, {} threads): median {:.3}s, {theirs:.1} images/s",

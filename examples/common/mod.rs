@@ -10,13 +10,14 @@ pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Runs a PyTorch reference benchmark in `benches/` with the same batch, iterations and threads,
-/// and returns the JSON object of its last stdout line.
+/// Runs a PyTorch reference benchmark in `benches/` with the same batch, iterations and threads
+/// (and `extra` arguments, e.g. the device), and returns the JSON object of its last stdout line.
 pub fn torch_benchmark(
     python: &str,
     script: &str,
     batch: usize,
     iters: usize,
+    extra: &[&str],
 ) -> rvpt::Result<serde_json::Value> {
     let path = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
     let threads = candle_core::utils::get_num_threads().to_string();
@@ -31,6 +32,7 @@ pub fn torch_benchmark(
             "--threads",
             &threads,
         ])
+        .args(extra)
         .output()
         .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);
