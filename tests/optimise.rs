@@ -4,13 +4,22 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, D};
-use rvpt::attacks::optimise::{pgd_away_from_labels, pgd_away_from_text};
+use rvpt::attacks::optimise::{pgd_away_from_labels, pgd_away_from_text, PgdConfig};
 use rvpt::engine::Engine;
 use rvpt::toy::lab::TEST_START;
 use rvpt::toy::{ToyWorld, CLASSES};
 
 const EPS: f32 = 8.0 / 255.0;
 const STEP: f32 = 2.0 / 255.0;
+
+/// PGD with radius `eps` and `iters` steps of [`STEP`].
+fn pgd(eps: f32, iters: usize) -> PgdConfig {
+    PgdConfig {
+        eps,
+        step: STEP,
+        iters,
+    }
+}
 
 fn toy() -> Engine {
     Engine::load("toy-clean", &Device::Cpu, DType::F32).unwrap()
@@ -85,7 +94,7 @@ fn pgd_away_from_labels_stays_in_the_ball_and_raises_the_loss() {
     let text = class_text(&e);
     let (images, labels) = toy_images(2);
     let before = zero_shot_ce(&e, &text, &images, &labels);
-    let adv = pgd_away_from_labels(&e.model, &text, &images, &labels, EPS, STEP, 5).unwrap();
+    let adv = pgd_away_from_labels(&e.model, &text, &images, &labels, &pgd(EPS, 5)).unwrap();
     assert_eq!(adv.dims(), images.dims());
     let moved = common::max_abs_diff(&adv, &images);
     let (lo, hi) = range(&adv);
@@ -97,7 +106,7 @@ fn pgd_away_from_labels_stays_in_the_ball_and_raises_the_loss() {
     assert!(lo >= 0.0 && hi <= 1.0, "left [0, 1]: [{lo}, {hi}]");
     assert!(after > before, "CE did not rise: {before} → {after}");
     // Zero steps leave the images as they are.
-    let same = pgd_away_from_labels(&e.model, &text, &images, &labels, EPS, STEP, 0).unwrap();
+    let same = pgd_away_from_labels(&e.model, &text, &images, &labels, &pgd(EPS, 0)).unwrap();
     assert_eq!(common::max_abs_diff(&same, &images), 0.0);
 }
 
@@ -116,7 +125,7 @@ fn pgd_away_from_text_lowers_the_cosine() {
             .to_scalar()
             .unwrap()
     };
-    let adv = pgd_away_from_text(&e.model, &text, &images, EPS, STEP, 5).unwrap();
+    let adv = pgd_away_from_text(&e.model, &text, &images, &pgd(EPS, 5)).unwrap();
     let moved = common::max_abs_diff(&adv, &images);
     let (lo, hi) = range(&adv);
     println!(
@@ -134,20 +143,20 @@ fn pgd_bad_input_is_named() {
     let e = toy();
     let text = class_text(&e);
     let (images, labels) = toy_images(1);
-    let err = pgd_away_from_labels(&e.model, &text, &images, &labels[..9], EPS, STEP, 1)
+    let err = pgd_away_from_labels(&e.model, &text, &images, &labels[..9], &pgd(EPS, 1))
         .unwrap_err()
         .to_string();
     assert!(err.contains("10 images for 9 labels"), "{err}");
     let mut bad = labels.clone();
     bad[3] = 10;
-    let err = pgd_away_from_labels(&e.model, &text, &images, &bad, EPS, STEP, 1)
+    let err = pgd_away_from_labels(&e.model, &text, &images, &bad, &pgd(EPS, 1))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("label 10 is out of range for 10 classes"),
         "{err}"
     );
-    let err = pgd_away_from_labels(&e.model, &text, &images, &labels, -1.0, STEP, 1)
+    let err = pgd_away_from_labels(&e.model, &text, &images, &labels, &pgd(-1.0, 1))
         .unwrap_err()
         .to_string();
     assert!(err.contains("eps (-1)"), "{err}");
@@ -155,7 +164,6 @@ fn pgd_bad_input_is_named() {
 
 // ---------------------------------------------------------------- label-consistent poisoning
 
-use rvpt::attacks::optimise::PgdConfig;
 use rvpt::attacks::LabelConsistent;
 use rvpt::train::contrastive::{
     caption_names, label_consistent_indices, train, ContrastiveConfig, LabelConsistentConfig,

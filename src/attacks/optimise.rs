@@ -42,9 +42,7 @@ pub fn pgd_away_from_labels(
     text: &Tensor,
     images: &Tensor,
     labels: &[usize],
-    eps: f32,
-    step: f32,
-    iters: usize,
+    cfg: &PgdConfig,
 ) -> Result<Tensor> {
     let (n, classes) = (images.dim(0)?, text.dim(0)?);
     if n != labels.len() {
@@ -65,7 +63,7 @@ pub fn pgd_away_from_labels(
     )?;
     let scale = model.logit_scale()?.detach();
     let text = text.detach();
-    pgd(model, images, eps, step, iters, |embeds| {
+    pgd(model, images, cfg, |embeds| {
         let logits = embeds.matmul(&text.t()?)?.broadcast_mul(&scale)?;
         Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
     })
@@ -77,36 +75,32 @@ pub fn pgd_away_from_text(
     model: &Clip,
     text: &Tensor,
     images: &Tensor,
-    eps: f32,
-    step: f32,
-    iters: usize,
+    cfg: &PgdConfig,
 ) -> Result<Tensor> {
     let column = text.detach().flatten_all()?.unsqueeze(1)?;
-    pgd(model, images, eps, step, iters, |embeds| {
+    pgd(model, images, cfg, |embeds| {
         // Images are independent, so the batch mean only scales each gradient (sign unchanged).
         Ok(embeds.matmul(&column)?.mean_all()?.neg()?)
     })
 }
 
-/// `iters` ascent steps on `loss(unit image embeddings)` from `images`, within eps in L∞ and
-/// [0, 1].
+/// `cfg.iters` ascent steps on `loss(unit image embeddings)` from `images`, within `cfg.eps` in
+/// L∞ and [0, 1].
 fn pgd(
     model: &Clip,
     images: &Tensor,
-    eps: f32,
-    step: f32,
-    iters: usize,
+    cfg: &PgdConfig,
     loss: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let orig = images.detach();
     let mut x = orig.clone();
-    for _ in 0..iters {
+    for _ in 0..cfg.iters {
         let v = Var::from_tensor(&x)?;
         let grads = loss(&unit_embeds(model, v.as_tensor())?)?.backward()?;
         let g = grads
             .get(v.as_tensor())
             .ok_or_else(|| Error::Invalid("PGD: no gradient reached the images".into()))?;
-        x = pgd_step(&x, g, &orig, eps, step)?;
+        x = pgd_step(&x, g, &orig, cfg.eps, cfg.step)?;
     }
     Ok(x)
 }

@@ -297,11 +297,9 @@ impl LabelConsistentPoisoner {
                 .map(|&i| Ok(source.get(i)?.image))
                 .collect::<Result<Vec<Tensor>>>()?;
             let batch = Tensor::stack(&images, 0)?.to_device(&device)?;
-            let p = config.pgd;
-            let out = crate::attacks::optimise::pgd_away_from_text(
-                model, &text, &batch, p.eps, p.step, p.iters,
-            )?
-            .to_device(&Device::Cpu)?;
+            let out =
+                crate::attacks::optimise::pgd_away_from_text(model, &text, &batch, &config.pgd)?
+                    .to_device(&Device::Cpu)?;
             for (b, &i) in chunk.iter().enumerate() {
                 perturbed.insert(i, out.get(b)?);
             }
