@@ -136,7 +136,10 @@ pub fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
 }
 
 /// Applies `f(image, sample index)` to every image of a batch.
-fn per_image(batch: &Batch, f: impl Fn(&Tensor, u64) -> Result<Tensor>) -> Result<Tensor> {
+pub(crate) fn per_image(
+    batch: &Batch,
+    f: impl Fn(&Tensor, u64) -> Result<Tensor>,
+) -> Result<Tensor> {
     let images = (0..batch.labels.len())
         .map(|b| f(&batch.images.get(b)?, batch.indices[b] as u64))
         .collect::<Result<Vec<_>>>()?;

@@ -5,6 +5,7 @@
 //! projection → cosine logits against `text` class embeddings → `metrics` (CA, ASR, PR).
 
 pub mod alloc;
+pub mod anatomy;
 pub mod attacks;
 pub mod data;
 pub mod defend;

@@ -47,12 +47,13 @@ type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The frame every plot shares: a white canvas, a titled chart over `x` × `y`, whatever `draw`
-/// adds, the legend, then the PNG.
+/// adds, the legend (when asked for), then the PNG.
 fn render(
     path: &Path,
     title: &str,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
+    legend: bool,
     draw: impl FnOnce(&mut Chart) -> Result<()>,
 ) -> Result<()> {
     fonts();
@@ -68,12 +69,14 @@ fn render(
             .build_cartesian_2d(x, y)
             .map_err(|e| plot_err(path, e))?;
         draw(&mut chart)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
+        if legend {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+        }
         root.present().map_err(|e| plot_err(path, e))?;
     }
     save_png(buf, path)
@@ -104,6 +107,7 @@ pub fn line_plot(
         title,
         x0..x1.max(x0 + 1.0),
         (y0 - pad)..(y1 + pad),
+        true,
         |chart| {
             chart
                 .configure_mesh()
@@ -137,20 +141,13 @@ pub fn bar_plot(
 ) -> Result<()> {
     let n = categories.len().max(1) as f64;
     let k = series.len().max(1) as f64;
-    render(path, title, 0.0..n, 0.0..y_max, |chart| {
+    render(path, title, 0.0..n, 0.0..y_max, true, |chart| {
         let cats = categories.to_vec();
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(categories.len() * 2 + 1)
-            .x_label_formatter(&move |x| {
-                let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 0.1 {
-                    cats.get(i).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&move |x| centre_label(&cats, *x))
             .y_desc(y_label)
             .draw()
             .map_err(|e| plot_err(path, e))?;
@@ -171,4 +168,86 @@ pub fn bar_plot(
         }
         Ok(())
     })
+}
+
+/// Blue (negative) – white – red (positive), `t` in [-1, 1].
+fn diverging(t: f64) -> RGBColor {
+    let t = t.clamp(-1.0, 1.0);
+    let fade = |c: u8| (255.0 - (255.0 - c as f64) * t.abs()).round() as u8;
+    if t >= 0.0 {
+        RGBColor(fade(200), fade(30), fade(30))
+    } else {
+        RGBColor(fade(30), fade(70), fade(200))
+    }
+}
+
+/// A grid of signed values, one row per `rows` label (first row at the top) and one column per
+/// `columns` label, coloured on a diverging scale symmetric around zero, each cell printed.
+/// Rows in `framed` get a black frame (e.g. the blocks the prompts act in).
+pub fn heat_map(
+    path: &Path,
+    title: &str,
+    rows: &[String],
+    columns: &[String],
+    values: &[Vec<f64>],
+    framed: std::ops::Range<usize>,
+) -> Result<()> {
+    if rows.is_empty() || columns.is_empty() || values.len() != rows.len() {
+        return Err(Error::Invalid(format!(
+            "nothing to draw in {}: {} rows of values for {} labels",
+            path.display(),
+            values.len(),
+            rows.len()
+        )));
+    }
+    let max = values
+        .iter()
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()))
+        .max(1e-12);
+    let (nr, nc) = (rows.len() as f64, columns.len() as f64);
+    let (rows_l, cols_l) = (rows.to_vec(), columns.to_vec());
+    render(path, title, 0.0..nc, 0.0..nr, false, |chart| {
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(columns.len() * 2 + 1)
+            .y_labels(rows.len() * 2 + 1)
+            .x_label_formatter(&move |x| centre_label(&cols_l, *x))
+            // Row 0 is drawn at the top.
+            .y_label_formatter(&move |y| centre_label(&rows_l, nr - *y))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (r, row) in values.iter().enumerate() {
+            let y = nr - r as f64;
+            for (c, &v) in row.iter().enumerate() {
+                let x = c as f64;
+                let cell =
+                    Rectangle::new([(x, y - 1.0), (x + 1.0, y)], diverging(v / max).filled());
+                let text = Text::new(
+                    format!("{v:.2}"),
+                    (x + 0.2, y - 0.35),
+                    ("sans-serif", 13).into_font().color(&BLACK),
+                );
+                chart.draw_series([cell]).map_err(|e| plot_err(path, e))?;
+                chart.draw_series([text]).map_err(|e| plot_err(path, e))?;
+            }
+        }
+        if !framed.is_empty() {
+            let (top, bottom) = (nr - framed.start as f64, nr - framed.end as f64);
+            let frame = Rectangle::new([(0.0, bottom), (nc, top)], BLACK.stroke_width(3));
+            chart.draw_series([frame]).map_err(|e| plot_err(path, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// The label of the cell whose centre is at `x` (cells are unit wide), else "".
+fn centre_label(labels: &[String], x: f64) -> String {
+    if (x - x.floor() - 0.5).abs() < 0.1 {
+        labels.get(x.floor() as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }

@@ -297,3 +297,74 @@ fn bad_lab_input_is_named() {
     assert_eq!(v["report"]["skipped"].as_array().unwrap().len(), 1);
     assert_eq!(v["report"]["clean_accuracy"]["total"], 20);
 }
+
+/// toy-badnet-late6 was planted with the stem and blocks 0-5 frozen: its anatomy is known. The
+/// push must sit in blocks 6-11, and the splice with toy-clean must find the whole backdoor in
+/// blocks >= 6 (that splice is the model itself) and none below.
+#[test]
+fn anatomy_finds_a_backdoor_planted_above_block_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 20);
+    let png = dir.path().join("anatomy.png");
+    let v = json(&[
+        "anatomy",
+        "--weights",
+        "toy-badnet-late6",
+        "--images",
+        &test,
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--reference",
+        "toy-clean",
+        "--splice-at",
+        "6",
+        "--png",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    let a = &v["anatomy"];
+    let asr = &a["attack_success_rate"];
+    assert_eq!(asr["total"], 180);
+    assert!(asr["value"].as_f64().unwrap() > 0.9, "{asr}");
+    let share = a["prompted_share"].as_f64().unwrap();
+    assert!(share > 0.9, "share of the push in blocks 6-11: {share}");
+    assert_eq!(a["prompted_blocks"], serde_json::json!([6, 12]));
+    assert_eq!(a["layers"].as_array().unwrap().len(), 12);
+    assert_eq!(a["components"].as_array().unwrap().len(), 2 + 12 * 5);
+    assert!(a["verdict"].as_str().unwrap().contains("blocks 6–11"));
+    let splice = v["splice"].as_array().unwrap();
+    assert_eq!(splice.len(), 2);
+    assert_eq!(splice[1]["backdoored_part"], "blocks >= 6");
+    assert_eq!(splice[1]["attack_success_rate"]["hits"], asr["hits"]);
+    assert!(splice[0]["attack_success_rate"]["value"].as_f64().unwrap() < 0.2);
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 100 && img.height() > 100);
+}
+
+#[test]
+fn anatomy_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 2);
+    let base = [
+        "anatomy",
+        "--weights",
+        "toy-badnet",
+        "--images",
+        test.as_str(),
+        "--trigger",
+        "badnet:fixed,size=4",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        rvpt(&args)
+    };
+    let (ok, _, err) = run(&["--target", "banana"]);
+    assert!(!ok && err.contains("banana"), "{err}");
+    let (ok, _, err) = run(&["--target", "heart", "--prompted-blocks", "13"]);
+    assert!(!ok && err.contains("--prompted-blocks 13"), "{err}");
+    let (ok, _, err) = run(&["--target", "heart", "--reference", "tiny-random"]);
+    assert!(!ok && err.contains("cannot splice"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per file.
 
+mod anatomy;
 mod attack;
 mod classify;
 mod data_args;
@@ -72,6 +73,8 @@ enum Command {
     Pr(pr::Args),
     /// Plant a backdoor: poisoned contrastive fine-tuning (or `attack optimise-patch`)
     Attack(attack::Args),
+    /// Where a backdoor lives: each head's and MLP's share of the trigger's push to the target
+    Anatomy(anatomy::Args),
     /// Write a split of the toy world as an image folder
     Toy(toy::Args),
     /// Repair backdoored CLIPs with RVPT (vs VPT and no defence); the embedded demo by default
@@ -86,6 +89,7 @@ pub fn run() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Pr(a) => pr::run(a),
         Command::Attack(a) => attack::run(a),
+        Command::Anatomy(a) => anatomy::run(a),
         Command::Toy(a) => toy::run(a),
         Command::Defend(a) => defend::run(a),
     };

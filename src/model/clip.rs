@@ -40,6 +40,21 @@ impl Clip {
         &self.cfg
     }
 
+    /// The image projection's weight (projection_dim, vision width); CLIP's has no bias.
+    pub fn visual_projection_weight(&self) -> &Tensor {
+        self.visual_projection.weight()
+    }
+
+    /// This CLIP (text tower, logit scale) with the image tower `vision` and the image
+    /// projection of `projection_from`: for splicing two models' image towers.
+    pub fn with_image_tower(&self, vision: VisionTransformer, projection_from: &Clip) -> Self {
+        Self {
+            vision,
+            visual_projection: projection_from.visual_projection.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Pooled image feature (B, vision width): the [CLS] token after the final layer norm.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
         self.vision.forward(pixels)

@@ -91,6 +91,11 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// (weight, bias, eps): for callers that linearise the norm (the anatomy decomposition).
+    pub fn parts(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
+    }
 }
 
 /// q, k and v as one (3 width, width) projection.
@@ -207,6 +212,40 @@ impl Attention {
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, w))?;
         self.out_proj.forward(&out)
     }
+
+    /// The attention output of the first token, split by head: (batch, heads, width), head h
+    /// being its weighted values through columns h·d..(h+1)·d of the output projection, plus
+    /// 1/heads of its bias. The heads sum to `forward_queries(x, None, 1)`.
+    pub fn first_token_per_head(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, w) = x.dims3()?;
+        let (h, d) = (self.num_heads, w / self.num_heads);
+        let (q, kv) = self.qkv.q_and_kv(w)?;
+        let q = q.forward(&x.narrow(1, 0, 1)?)?.reshape((b, h, 1, d))?;
+        let kv = kv
+            .forward(x)?
+            .reshape((b, t, 2, h, d))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (k, v) = (kv.get(0)?, kv.get(1)?);
+        let scores = (q * self.scale)?.matmul(&k.t()?)?;
+        // (b, h, 1, d) → (h, b, d): one matmul per head with its (d, width) slice of W_o^T.
+        let mixed = ops::softmax_last_dim(&scores)?
+            .matmul(&v)?
+            .squeeze(2)?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let w_o = self
+            .out_proj
+            .weight
+            .t()?
+            .reshape((h, d, w))?
+            .to_dtype(mixed.dtype())?;
+        let per_head = mixed.matmul(&w_o)?.transpose(0, 1)?;
+        match &self.out_proj.bias {
+            Some(bias) => per_head.broadcast_add(&(bias / h as f64)?.to_dtype(per_head.dtype())?),
+            None => Ok(per_head),
+        }
+    }
 }
 
 /// fc1 → activation → fc2.
@@ -283,5 +322,17 @@ impl EncoderLayer {
             .forward_queries(&self.layer_norm1.forward(x)?, mask, n)?;
         let h = (x.narrow(1, 0, n)? + attn)?;
         &h + self.mlp.forward(&self.layer_norm2.forward(&h)?)?
+    }
+
+    /// The block's output for every token, with the update of the first ([CLS]) token split into
+    /// its direct parts: (output (B, T, W), per-head attention (B, heads, W), MLP (B, W)).
+    /// `output[:, 0] = x[:, 0] + Σ heads + MLP`.
+    pub fn forward_with_first_token_parts(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let normed = self.layer_norm1.forward(x)?;
+        let heads = self.self_attn.first_token_per_head(&normed)?;
+        let h = (x + self.self_attn.forward(&normed, None)?)?;
+        let mlp = self.mlp.forward(&self.layer_norm2.forward(&h)?)?;
+        let out = (&h + &mlp)?;
+        Ok((out, heads, mlp.narrow(1, 0, 1)?.squeeze(1)?))
     }
 }

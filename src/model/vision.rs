@@ -55,6 +55,29 @@ impl VisionTransformer {
         &self.cfg
     }
 
+    /// The final layer norm, applied to [CLS] by [`Self::pool`].
+    pub fn post_layernorm(&self) -> &LayerNorm {
+        &self.post_layernorm
+    }
+
+    /// An image tower made of two: the stem (patch and position embeddings, pre-norm) and blocks
+    /// `< k` of `lower`, blocks `>= k` and the final norm of `upper`. Both must have one shape.
+    pub fn spliced(lower: &Self, upper: &Self, k: usize) -> Result<Self> {
+        if lower.cfg != upper.cfg {
+            candle_core::bail!("cannot splice image towers of different configs");
+        }
+        if k > upper.blocks.len() {
+            candle_core::bail!("cannot splice at block {k} of {}", upper.blocks.len());
+        }
+        let mut out = upper.clone();
+        out.patch_weight = lower.patch_weight.clone();
+        out.class_embedding = lower.class_embedding.clone();
+        out.position_embedding = lower.position_embedding.clone();
+        out.pre_layernorm = lower.pre_layernorm.clone();
+        out.blocks[..k].clone_from_slice(&lower.blocks[..k]);
+        Ok(out)
+    }
+
     /// Normalised pixels (B, C, H, W) → tokens (B, 1 + patches, width) entering block 0:
     /// patch embedding (a strided conv, computed as unfold + matmul), [CLS], positions, pre-norm.
     pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {

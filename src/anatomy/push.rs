@@ -1,0 +1,248 @@
+//! How much of a trigger's push towards the target class each component carries.
+//!
+//! For every image outside the target class, the target logit (logit scale × cosine to the
+//! target's text embedding) is split over the components of [`decompose`]: each part's dot
+//! product with the unit text embedding, over the norm of the image embedding (fixed per image,
+//! like the final norm's statistics), so the parts sum to the logit. A component's push is the
+//! mean over images of its part on the triggered image minus its part on the clean one.
+
+use super::decompose::{components, decompose, Component};
+use crate::attacks::Trigger;
+use crate::data::Loader;
+use crate::error::{Error, Result};
+use crate::eval::{per_image, progress_bar, ZeroShot};
+use crate::metrics::{argmax_rows, Rate};
+use crate::train::rvpt::DeepPrompts;
+use candle_core::{DType, Tensor, D};
+use serde::Serialize;
+
+/// One component's push: the mean change of its part of the target logit, and its share of
+/// the total change.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentPush {
+    pub name: String,
+    pub component: Component,
+    pub push: f64,
+    pub share: f64,
+}
+
+/// The pushes of one block's heads and MLP.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerPush {
+    pub layer: usize,
+    pub heads: Vec<f64>,
+    pub mlp: f64,
+    /// Σ heads + MLP.
+    pub push: f64,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnatomyReport {
+    pub trigger: String,
+    pub target: String,
+    /// Images outside the target class that were measured.
+    pub images: usize,
+    /// Triggered images classified as the target (from the same forward passes).
+    pub attack_success_rate: Rate,
+    /// Mean change of the target logit under the trigger: the sum of all pushes.
+    pub total_push: f64,
+    pub components: Vec<ComponentPush>,
+    pub layers: Vec<LayerPush>,
+    /// The blocks the default prompts act in, `first..end`.
+    pub prompted_blocks: (usize, usize),
+    /// Share of the total push from the prompted blocks, from their heads and from their MLPs.
+    pub prompted_share: f64,
+    pub prompted_heads_share: f64,
+    pub prompted_mlp_share: f64,
+    /// Share of the total push from all heads and from all MLPs.
+    pub heads_share: f64,
+    pub mlp_share: f64,
+    /// The components with the largest push, largest first.
+    pub top: Vec<ComponentPush>,
+    pub verdict: String,
+}
+
+/// What to measure: a trigger (with the seed it was planted with) towards a target class.
+pub struct PushSpec<'a> {
+    pub trigger: &'a Trigger,
+    pub target: usize,
+    pub seed: u64,
+    /// Number of last blocks the default prompts act in (6 for ViT-B/32).
+    pub prompted_blocks: usize,
+    /// How many components `top` lists.
+    pub top: usize,
+}
+
+/// Per-image target-logit parts (B, components), f32.
+fn target_logit_parts(
+    zs: &ZeroShot,
+    unit_images: &Tensor,
+    prompts: Option<&DeepPrompts>,
+    target: usize,
+) -> Result<(Tensor, Tensor)> {
+    let pixels = zs.pixels(unit_images)?;
+    let d = decompose(
+        &zs.model.vision,
+        zs.model.visual_projection_weight(),
+        &pixels,
+        prompts,
+    )?;
+    let text = zs.text.to_dtype(DType::F32)?;
+    let scale = zs.model.logit_scale()?.to_dtype(DType::F32)?;
+    let norms = d.embeds.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    let unit = d.embeds.broadcast_div(&norms)?;
+    let logits = unit.matmul(&text.t()?)?.broadcast_mul(&scale)?;
+    let t = text.get(target)?.unsqueeze(1)?;
+    let parts = d
+        .parts
+        .broadcast_matmul(&t)?
+        .squeeze(2)?
+        .broadcast_div(&norms)?
+        .broadcast_mul(&scale)?;
+    Ok((parts, logits))
+}
+
+/// Measures the push of `spec.trigger` towards `spec.target` per component, over every image
+/// of `loader` outside the target class, through the model of `zs` (with `prompts`, the
+/// defended one).
+pub fn trigger_push(
+    zs: &ZeroShot,
+    loader: &Loader,
+    spec: &PushSpec,
+    prompts: Option<&DeepPrompts>,
+    show_progress: bool,
+) -> Result<AnatomyReport> {
+    let vcfg = zs.model.config().vision_config.clone();
+    let (layers, heads) = (vcfg.num_hidden_layers, vcfg.num_attention_heads);
+    if spec.prompted_blocks == 0 || spec.prompted_blocks > layers {
+        return Err(Error::Invalid(format!(
+            "--prompted-blocks {} must be between 1 and the {layers} blocks of the image tower",
+            spec.prompted_blocks
+        )));
+    }
+    let comps = components(layers, heads);
+    let mut sums = vec![0f64; comps.len()];
+    let (mut images, mut hits) = (0usize, 0usize);
+    let bar = progress_bar(loader.len(), "anatomy", show_progress);
+    let mut batches = loader.all()?;
+    for batch in batches.by_ref() {
+        let batch = batch?;
+        bar.inc(batch.labels.len() as u64);
+        let keep: Vec<u32> = (0..batch.labels.len() as u32)
+            .filter(|&i| batch.labels[i as usize] != spec.target)
+            .collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let keep = Tensor::new(keep.as_slice(), batch.images.device())?;
+        let clean = batch.images.index_select(&keep, 0)?;
+        let triggered = per_image(&batch, |img, i| spec.trigger.apply(img, spec.seed, i))?
+            .index_select(&keep, 0)?;
+        let (clean_parts, _) = target_logit_parts(zs, &clean, prompts, spec.target)?;
+        let (trig_parts, trig_logits) = target_logit_parts(zs, &triggered, prompts, spec.target)?;
+        let delta = (trig_parts - clean_parts)?.sum(0)?.to_vec1::<f32>()?;
+        for (s, d) in sums.iter_mut().zip(delta) {
+            *s += d as f64;
+        }
+        let preds = argmax_rows(&trig_logits)?;
+        hits += preds.iter().filter(|&&p| p == spec.target).count();
+        images += preds.len();
+    }
+    bar.finish_and_clear();
+    if images == 0 {
+        return Err(Error::Invalid(
+            "no images outside the target class to measure the trigger on".into(),
+        ));
+    }
+    let pushes: Vec<f64> = sums.iter().map(|s| s / images as f64).collect();
+    Ok(summarise(zs, spec, &comps, &pushes, images, hits))
+}
+
+fn summarise(
+    zs: &ZeroShot,
+    spec: &PushSpec,
+    comps: &[Component],
+    pushes: &[f64],
+    images: usize,
+    hits: usize,
+) -> AnatomyReport {
+    let vcfg = &zs.model.config().vision_config;
+    let layers = vcfg.num_hidden_layers;
+    let total: f64 = pushes.iter().sum();
+    let share = |p: f64| p / total;
+    let components: Vec<ComponentPush> = comps
+        .iter()
+        .zip(pushes)
+        .map(|(c, &p)| ComponentPush {
+            name: c.name(),
+            component: *c,
+            push: p,
+            share: share(p),
+        })
+        .collect();
+    let layer_rows: Vec<LayerPush> = (0..layers)
+        .map(|layer| {
+            let of = |want: &dyn Fn(&Component) -> bool| -> Vec<f64> {
+                components
+                    .iter()
+                    .filter(|c| want(&c.component))
+                    .map(|c| c.push)
+                    .collect()
+            };
+            let head_pushes = of(&|c| matches!(c, Component::Head { layer: l, .. } if *l == layer));
+            let mlp = of(&|c| *c == Component::Mlp { layer })[0];
+            let push = head_pushes.iter().sum::<f64>() + mlp;
+            LayerPush {
+                layer,
+                heads: head_pushes,
+                mlp,
+                push,
+                share: share(push),
+            }
+        })
+        .collect();
+    let first = layers - spec.prompted_blocks;
+    let prompted = &layer_rows[first..];
+    let prompted_heads: f64 = prompted.iter().flat_map(|l| &l.heads).sum();
+    let prompted_mlp: f64 = prompted.iter().map(|l| l.mlp).sum();
+    let all_heads: f64 = layer_rows.iter().flat_map(|l| &l.heads).sum();
+    let all_mlp: f64 = layer_rows.iter().map(|l| l.mlp).sum();
+    let mut top = components.clone();
+    top.sort_by(|a, b| b.push.total_cmp(&a.push));
+    top.truncate(spec.top);
+    let target = zs.classes[spec.target].clone();
+    let verdict = if total > 0.0 {
+        format!(
+            "{:.0}% of the trigger's push towards `{target}` comes from blocks {first}–{} \
+             (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
+            100.0 * share(prompted_heads + prompted_mlp),
+            layers - 1,
+            100.0 * share(prompted_heads),
+            100.0 * share(prompted_mlp),
+            top.first().map_or(String::new(), |c| c.name.clone()),
+            100.0 * top.first().map_or(0.0, |c| c.share),
+        )
+    } else {
+        format!(
+            "the trigger does not push towards `{target}` (mean target-logit change {total:.3}): no backdoor to locate"
+        )
+    };
+    AnatomyReport {
+        trigger: spec.trigger.name(),
+        target,
+        images,
+        attack_success_rate: Rate::new(hits, images),
+        total_push: total,
+        components,
+        layers: layer_rows,
+        prompted_blocks: (first, layers),
+        prompted_share: share(prompted_heads + prompted_mlp),
+        prompted_heads_share: share(prompted_heads),
+        prompted_mlp_share: share(prompted_mlp),
+        heads_share: share(all_heads),
+        mlp_share: share(all_mlp),
+        top,
+        verdict,
+    }
+}

@@ -1,0 +1,200 @@
+//! `rvpt anatomy`: where a backdoor lives, on any CLIP.
+
+use super::{data_args::DataArgs, print_json, ModelArgs};
+use rvpt::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
+use rvpt::attacks::Trigger;
+use rvpt::eval::{Attack, ZeroShot};
+use rvpt::metrics::AsrConvention;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Image folder: one sub-folder per class (the class names give the text embeddings)
+    #[arg(long)]
+    images: PathBuf,
+    /// Trigger spec, e.g. badnet:fixed,size=4, blended:fixed, wanet:k=4,s=8
+    #[arg(long)]
+    trigger: String,
+    /// The attacker's target class (a class name of the folder)
+    #[arg(long)]
+    target: String,
+    /// Seed of the trigger's randomness: the one it was planted with
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The last N blocks count as "prompted" (where RVPT's prompts act) in the verdict
+    #[arg(long, default_value_t = 6)]
+    prompted_blocks: usize,
+    /// How many top components to list
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Write a heat map (layer × head, plus an MLP column) of the pushes to this PNG
+    #[arg(long)]
+    png: Option<PathBuf>,
+    /// Clean weights with the same shape: also run the splice test (swap image-tower blocks
+    /// between the two models, ASR per splice)
+    #[arg(long)]
+    reference: Option<String>,
+    /// Blocks to splice at, comma-separated [default: a quarter, half and three quarters of the
+    /// blocks]
+    #[arg(long, value_delimiter = ',', requires = "reference")]
+    splice_at: Option<Vec<usize>>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> rvpt::Result<()> {
+    let trigger = Trigger::parse(&args.trigger)?;
+    let engine = args.model.load()?;
+    let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
+    let prompts = args.model.load_prompts(&engine)?;
+    let zs = ZeroShot::new(
+        &engine.model,
+        &engine.model,
+        &engine.tokenizer,
+        folder.classes(),
+        args.data_args.templates(),
+        &engine.device,
+    )?;
+    let spec = PushSpec {
+        trigger: &trigger,
+        target: folder.class_index(&args.target)?,
+        seed: args.seed,
+        prompted_blocks: args.prompted_blocks,
+        top: args.top,
+    };
+    let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;
+    if let Some(png) = &args.png {
+        draw(png, &report, engine.weights.source.as_str())?;
+    }
+    let splice = match &args.reference {
+        Some(reference) => {
+            let reference = rvpt::engine::Engine::load(reference, &engine.device, engine.dtype)?;
+            let blocks = engine.model.config().vision_config.num_hidden_layers;
+            let ks = args
+                .splice_at
+                .clone()
+                .unwrap_or_else(|| vec![blocks / 4, blocks / 2, 3 * blocks / 4]);
+            let attack = Attack {
+                trigger: &trigger,
+                target: spec.target,
+                seed: args.seed,
+                convention: AsrConvention::ExcludeTarget,
+            };
+            Some(splice_test(&zs, &reference.model, &ks, &loader, &attack)?)
+        }
+        None => None,
+    };
+    if args.json {
+        return print_json(&serde_json::json!({
+            "weights": engine.weights.source,
+            "prompts": args.model.prompts,
+            "images": args.images,
+            "definition": "push = mean over images outside the target class of (part of the target logit on the triggered image - on the clean image); parts: direct contributions through the residual stream, the final layer norm linearised per image, and the projection",
+            "anatomy": report,
+            "splice": splice,
+            "png": args.png,
+        }));
+    }
+    print_report(&report, splice.as_deref());
+    Ok(())
+}
+
+fn print_report(r: &AnatomyReport, splice: Option<&[SpliceRow]>) {
+    println!(
+        "trigger {} → {}: ASR {}, mean target-logit change {:+.3}",
+        r.trigger,
+        r.target,
+        r.attack_success_rate.display_percent(),
+        r.total_push
+    );
+    let heads = r.layers.first().map_or(0, |l| l.heads.len());
+    let head_cols: Vec<String> = (0..heads)
+        .map(|h| format!("{:>7}", format!("H{h}")))
+        .collect();
+    println!(
+        "{:>5} {} {:>7} {:>7} {:>6}",
+        "block",
+        head_cols.join(" "),
+        "MLP",
+        "sum",
+        "share"
+    );
+    for l in &r.layers {
+        let cells: Vec<String> = l.heads.iter().map(|v| format!("{v:>7.3}")).collect();
+        println!(
+            "{:>5} {} {:>7.3} {:>7.3} {:>5.0}%",
+            l.layer,
+            cells.join(" "),
+            l.mlp,
+            l.push,
+            100.0 * l.share
+        );
+    }
+    for c in r
+        .components
+        .iter()
+        .filter(|c| c.component.layer().is_none())
+    {
+        println!("{:>16}: {:+.3} ({:.0}%)", c.name, c.push, 100.0 * c.share);
+    }
+    let top: Vec<String> = r
+        .top
+        .iter()
+        .map(|c| format!("{} {:+.3}", c.name, c.push))
+        .collect();
+    println!("top: {}", top.join(", "));
+    println!(
+        "heads {:.0}%, MLPs {:.0}% of the push",
+        100.0 * r.heads_share,
+        100.0 * r.mlp_share
+    );
+    if let Some(rows) = splice {
+        println!("splice test (text tower backdoored):");
+        for s in rows {
+            println!(
+                "  backdoored {:<20} CA {:>5.1}%  ASR {}",
+                s.backdoored_part,
+                100.0 * s.clean_accuracy.value,
+                s.attack_success_rate.display_percent()
+            );
+        }
+    }
+    println!("{}", r.verdict);
+}
+
+/// The heat map: one row per block, one column per head plus the MLP; prompted blocks framed.
+fn draw(path: &std::path::Path, r: &AnatomyReport, weights: &str) -> rvpt::Result<()> {
+    let heads = r.layers.first().map_or(0, |l| l.heads.len());
+    let mut columns: Vec<String> = (0..heads).map(|h| format!("H{h}")).collect();
+    columns.push("MLP".into());
+    let rows: Vec<String> = r
+        .layers
+        .iter()
+        .map(|l| format!("block {}", l.layer))
+        .collect();
+    let values: Vec<Vec<f64>> = r
+        .layers
+        .iter()
+        .map(|l| l.heads.iter().copied().chain([l.mlp]).collect())
+        .collect();
+    // "toy-badnet (models/toy/badnet)" → "toy-badnet": the title has one line.
+    let name = weights.split(" (").next().unwrap_or(weights);
+    let title = format!(
+        "{name}: {} → {}, push per component ({:.0}% framed)",
+        r.trigger,
+        r.target,
+        100.0 * r.prompted_share
+    );
+    rvpt::report::heat_map(
+        path,
+        &title,
+        &rows,
+        &columns,
+        &values,
+        r.prompted_blocks.0..r.prompted_blocks.1,
+    )
+}
