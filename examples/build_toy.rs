@@ -128,6 +128,11 @@ fn trains(name: &str, from: usize) -> bool {
     }
 }
 
+/// The config a model directory was saved with.
+fn saved_config(dir: &Path) -> rvpt::Result<rvpt::model::ClipConfig> {
+    rvpt::model::ClipConfig::from_file(&dir.join("config.json"))
+}
+
 struct Measured {
     ca: f64,
     asr: Vec<(String, f64)>,
@@ -139,7 +144,7 @@ fn measure(
     triggers: &[(&str, Trigger)],
     target: &str,
 ) -> rvpt::Result<Measured> {
-    let ckpt = Checkpoint::read(&dir.join("model.safetensors"), Some(model_config()))?;
+    let ckpt = Checkpoint::read(&dir.join("model.safetensors"), Some(saved_config(dir)?))?;
     let model: Clip = ckpt.into_model(DType::F32, &Device::Cpu)?;
     let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
     let folder = ImageFolder::open(test, None)?;
@@ -192,7 +197,13 @@ fn main() -> rvpt::Result<()> {
     let target: String = arg(&args, "--target", TARGET.to_string());
     let test_per_class: usize = arg(&args, "--test-per-class", 100);
     let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH)?;
-    let cfg = model_config();
+    // `--width W --heads H` (pretraining only) widen the image tower: MLP 4W, projection kept.
+    let mut cfg = model_config();
+    let width: usize = arg(&args, "--width", cfg.vision_config.hidden_size);
+    cfg.vision_config.hidden_size = width;
+    cfg.vision_config.intermediate_size = 4 * width;
+    cfg.vision_config.num_attention_heads =
+        arg(&args, "--heads", cfg.vision_config.num_attention_heads);
 
     // The test split as an image folder, as users would evaluate it.
     let test = out.join("test-data");
@@ -228,9 +239,10 @@ fn main() -> rvpt::Result<()> {
             .and_then(|i| args.get(i + 1))
         {
             Some(dir) => {
+                let dir = Path::new(dir);
                 let ckpt =
-                    Checkpoint::read(&Path::new(dir).join("model.safetensors"), Some(cfg.clone()))?;
-                ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?
+                    Checkpoint::read(&dir.join("model.safetensors"), Some(saved_config(dir)?))?;
+                ClipVars::from_tensors(&ckpt.tensors, &ckpt.config, &Device::Cpu)?
             }
             None => ClipVars::init(&cfg, 0, &Device::Cpu)?,
         };
@@ -254,6 +266,7 @@ fn main() -> rvpt::Result<()> {
                 continue;
             }
             eprintln!("backdooring with {name}: {backdoor_steps} steps, poison rate {rate}, target {target}");
+            let cfg = saved_config(&clean_dir)?;
             let ckpt = Checkpoint::read(&clean_dir.join("model.safetensors"), Some(cfg.clone()))?;
             let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &Device::Cpu)?;
             // The trigger seed defines fixed patterns and WaNet's warp: evaluation uses the same.

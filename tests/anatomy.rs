@@ -177,6 +177,8 @@ fn pushes(model: &Clip, dir: &std::path::Path) -> Vec<(Component, f64)> {
     assert_eq!(r.images, 90, "images outside the target class");
     let total: f64 = r.components.iter().map(|c| c.push).sum();
     assert!((total - r.total_push).abs() < 1e-9);
+    let shares: f64 = r.layers.iter().map(|l| l.share).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "layer shares sum to {shares}");
     r.components.iter().map(|c| (c.component, c.push)).collect()
 }
 

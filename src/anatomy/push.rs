@@ -17,7 +17,7 @@ use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
 /// One component's push: the mean change of its part of the target logit, and its share of
-/// the total change.
+/// the heads' and MLPs' summed push.
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentPush {
     pub name: String,
@@ -47,6 +47,8 @@ pub struct AnatomyReport {
     pub attack_success_rate: Rate,
     /// Mean change of the target logit under the trigger: the sum of all pushes.
     pub total_push: f64,
+    /// The part of it the heads and MLPs write: what every `share` divides.
+    pub written_push: f64,
     pub components: Vec<ComponentPush>,
     pub layers: Vec<LayerPush>,
     /// The blocks the default prompts act in, `first..end`.
@@ -170,7 +172,16 @@ fn summarise(
     let vcfg = &zs.model.config().vision_config;
     let layers = vcfg.num_hidden_layers;
     let total: f64 = pushes.iter().sum();
-    let share = |p: f64| p / total;
+    // Shares are of what the heads and MLPs push. The input and the final-norm bias are fixed
+    // vectors: their parts move only because the triggered embedding's norm (and the norm
+    // statistics) change, which would otherwise blur every share.
+    let written: f64 = comps
+        .iter()
+        .zip(pushes)
+        .filter(|(c, _)| c.layer().is_some())
+        .map(|(_, p)| p)
+        .sum();
+    let share = |p: f64| p / written;
     let components: Vec<ComponentPush> = comps
         .iter()
         .zip(pushes)
@@ -212,9 +223,9 @@ fn summarise(
     top.sort_by(|a, b| b.push.total_cmp(&a.push));
     top.truncate(spec.top);
     let target = zs.classes[spec.target].clone();
-    let verdict = if total > 0.0 {
+    let verdict = if written > 0.0 {
         format!(
-            "{:.0}% of the trigger's push towards `{target}` comes from blocks {first}–{} \
+            "{:.0}% of the heads' and MLPs' push towards `{target}` comes from blocks {first}–{} \
              (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
             100.0 * share(prompted_heads + prompted_mlp),
             layers - 1,
@@ -225,7 +236,7 @@ fn summarise(
         )
     } else {
         format!(
-            "the trigger does not push towards `{target}` (mean target-logit change {total:.3}): no backdoor to locate"
+            "the heads and MLPs do not push towards `{target}` under the trigger (net {written:.3}): no backdoor to locate"
         )
     };
     AnatomyReport {
@@ -234,6 +245,7 @@ fn summarise(
         images,
         attack_success_rate: Rate::new(hits, images),
         total_push: total,
+        written_push: written,
         components,
         layers: layer_rows,
         prompted_blocks: (first, layers),

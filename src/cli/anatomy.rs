@@ -93,7 +93,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "weights": engine.weights.source,
             "prompts": args.model.prompts,
             "images": args.images,
-            "definition": "push = mean over images outside the target class of (part of the target logit on the triggered image - on the clean image); parts: direct contributions through the residual stream, the final layer norm linearised per image, and the projection",
+            "definition": "push = mean over images outside the target class of (part of the target logit on the triggered image - on the clean image); parts: direct contributions through the residual stream, the final layer norm linearised per image, and the projection; share = push / the heads' and MLPs' summed push",
             "anatomy": report,
             "splice": splice,
             "png": args.png,
@@ -105,11 +105,12 @@ pub fn run(args: Args) -> rvpt::Result<()> {
 
 fn print_report(r: &AnatomyReport, splice: Option<&[SpliceRow]>) {
     println!(
-        "trigger {} → {}: ASR {}, mean target-logit change {:+.3}",
+        "trigger {} → {}: ASR {}, mean target-logit change {:+.3} ({:+.3} written by heads and MLPs)",
         r.trigger,
         r.target,
         r.attack_success_rate.display_percent(),
-        r.total_push
+        r.total_push,
+        r.written_push
     );
     let heads = r.layers.first().map_or(0, |l| l.heads.len());
     let head_cols: Vec<String> = (0..heads)
