@@ -2,6 +2,7 @@
 //! VPT (lambda = 0) and RVPT prompts on a few clean shots and measure again. Writes
 //! `report.json` and PNG plots. `cargo run --example defend` and `rvpt defend` both run this.
 
+use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
 use crate::engine::Engine;
@@ -44,6 +45,8 @@ pub struct DefendSettings {
     /// Seed of triggers and perturbations at evaluation.
     pub eval_seed: u64,
     pub eval_batch: usize,
+    /// Also measure the trigger's anatomy (`rvpt anatomy`) before and after each defence.
+    pub anatomy: bool,
     pub show_progress: bool,
 }
 
@@ -57,6 +60,8 @@ pub struct MethodResult {
     pub epochs: Vec<EpochLog>,
     pub train_seconds: f64,
     pub prompts_file: Option<PathBuf>,
+    /// Where the trigger's push comes from (with `--anatomy`).
+    pub anatomy: Option<AnatomyReport>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,6 +148,20 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             text: text.clone(),
         }
     }
+    let push_spec = PushSpec {
+        trigger: &trigger,
+        target: attack.target,
+        seed: s.eval_seed,
+        prompted_blocks: s.rvpt.depth,
+        top: 5,
+    };
+    let anatomy = |prompts: Option<&DeepPrompts>| -> Result<Option<AnatomyReport>> {
+        if !s.anatomy {
+            return Ok(None);
+        }
+        let zs = zero_shot(model, model, &classes, &text);
+        trigger_push(&zs, &loader, &push_spec, prompts, s.show_progress).map(Some)
+    };
     let mut results = Vec::new();
     let (ca, asr, pr) = measure(
         &zero_shot(model, model, &classes, &text),
@@ -161,6 +180,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         epochs: vec![],
         train_seconds: 0.0,
         prompts_file: None,
+        anatomy: anatomy(None)?,
     });
     let base_sha = engine.checkpoint_sha256().unwrap_or_default().to_string();
     for m in &s.methods {
@@ -236,6 +256,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             epochs: state.logs,
             train_seconds,
             prompts_file: Some(file),
+            anatomy: anatomy(Some(&state.prompts))?,
         });
     }
     Ok(CaseResult {
@@ -268,6 +289,10 @@ pub fn table(r: &CaseResult) -> String {
     for p in &prs {
         out += &format!(" {:>12}", format!("PR {p}"));
     }
+    let with_anatomy = r.results.iter().any(|m| m.anatomy.is_some());
+    if with_anatomy {
+        out += &format!(" {:>7} {:>9}  top components", "push", "in blocks");
+    }
     out += "\n";
     for m in &r.results {
         out += &format!(
@@ -278,6 +303,20 @@ pub fn table(r: &CaseResult) -> String {
         );
         for p in &m.resistivity {
             out += &format!(" {:>12.3}", p.resistivity.pr);
+        }
+        if let Some(a) = &m.anatomy {
+            let top: Vec<String> = a
+                .top
+                .iter()
+                .take(3)
+                .map(|c| format!("{} {:+.2}", c.name, c.push))
+                .collect();
+            out += &format!(
+                " {:>7.2} {:>8.0}%  {}",
+                a.written_push,
+                100.0 * a.prompted_share,
+                top.join(", ")
+            );
         }
         out += "\n";
     }
@@ -447,6 +486,10 @@ pub struct DefendArgs {
     /// Print report.json on stdout instead of tables
     #[arg(long)]
     pub json: bool,
+    /// Also measure where the trigger's push comes from (`rvpt anatomy`) before and after each
+    /// defence: the heads' and MLPs' push towards the target and the share of the prompted blocks
+    #[arg(long)]
+    pub anatomy: bool,
 }
 
 /// The embedded demo: the three backdoored toy CLIPs of `weights.toml`.
@@ -562,6 +605,7 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             out_dir: args.out.clone(),
             eval_seed: crate::toy::lab::TRIGGER_SEED,
             eval_batch: 256,
+            anatomy: args.anatomy,
             show_progress: !args.json,
         };
         if !args.json {
