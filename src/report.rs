@@ -183,7 +183,8 @@ fn diverging(t: f64) -> RGBColor {
 
 /// A grid of signed values, one row per `rows` label (first row at the top) and one column per
 /// `columns` label, coloured on a diverging scale symmetric around zero, each cell printed.
-/// Rows in `framed` get a black frame (e.g. the blocks the prompts act in).
+/// Rows in `framed` get a black frame (e.g. the blocks the prompts act in). Colours saturate at
+/// ±`saturate` (default: the largest magnitude), so that two maps can share one scale.
 pub fn heat_map(
     path: &Path,
     title: &str,
@@ -191,6 +192,7 @@ pub fn heat_map(
     columns: &[String],
     values: &[Vec<f64>],
     framed: std::ops::Range<usize>,
+    saturate: Option<f64>,
 ) -> Result<()> {
     if rows.is_empty() || columns.is_empty() || values.len() != rows.len() {
         return Err(Error::Invalid(format!(
@@ -200,11 +202,14 @@ pub fn heat_map(
             rows.len()
         )));
     }
-    let max = values
-        .iter()
-        .flatten()
-        .filter(|v| v.is_finite())
-        .fold(0f64, |m, v| m.max(v.abs()))
+    let max = saturate
+        .unwrap_or_else(|| {
+            values
+                .iter()
+                .flatten()
+                .filter(|v| v.is_finite())
+                .fold(0f64, |m, v| m.max(v.abs()))
+        })
         .max(1e-12);
     let (nr, nc) = (rows.len() as f64, columns.len() as f64);
     let (rows_l, cols_l) = (rows.to_vec(), columns.to_vec());

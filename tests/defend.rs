@@ -27,6 +27,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
         "none",
         "--out",
         out.to_str().unwrap(),
+        "--anatomy",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -44,6 +45,11 @@ fn defend_writes_report_plots_and_usable_prompts() {
         for m in case["results"].as_array().unwrap() {
             assert!(m["clean_accuracy"]["value"].as_f64().unwrap().is_finite());
             assert_eq!(m["resistivity"].as_array().unwrap().len(), 4);
+            // --anatomy: where the trigger's push comes from, before and after each defence.
+            let a = &m["anatomy"];
+            assert_eq!(a["prompted_blocks"], serde_json::json!([6, 12]));
+            assert!(a["written_push"].as_f64().unwrap().is_finite());
+            assert_eq!(a["top"].as_array().unwrap().len(), 5);
         }
         assert_eq!(case["results"][2]["epochs"].as_array().unwrap().len(), 2);
     }

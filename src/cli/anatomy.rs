@@ -34,6 +34,10 @@ pub struct Args {
     /// Write a heat map (layer × head, plus an MLP column) of the pushes to this PNG
     #[arg(long)]
     png: Option<PathBuf>,
+    /// The push at which the heat map's colours saturate [default: the largest]; give two runs
+    /// one value to compare their maps (e.g. before and after a defence)
+    #[arg(long, requires = "png")]
+    png_saturate: Option<f64>,
     /// Clean weights with the same shape: also run the splice test (swap image-tower blocks
     /// between the two models, ASR per splice)
     #[arg(long)]
@@ -68,7 +72,15 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     };
     let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;
     if let Some(png) = &args.png {
-        draw(png, &report, engine.weights.source.as_str())?;
+        let name = match &args.model.prompts {
+            Some(p) => format!(
+                "{} + {}",
+                args.model.weights,
+                p.file_name().unwrap_or(p.as_os_str()).to_string_lossy()
+            ),
+            None => args.model.weights.clone(),
+        };
+        draw(png, &report, &name, args.png_saturate)?;
     }
     let splice = match &args.reference {
         Some(reference) => {
@@ -168,7 +180,12 @@ fn print_report(r: &AnatomyReport, splice: Option<&[SpliceRow]>) {
 }
 
 /// The heat map: one row per block, one column per head plus the MLP; prompted blocks framed.
-fn draw(path: &std::path::Path, r: &AnatomyReport, weights: &str) -> rvpt::Result<()> {
+fn draw(
+    path: &std::path::Path,
+    r: &AnatomyReport,
+    name: &str,
+    saturate: Option<f64>,
+) -> rvpt::Result<()> {
     let heads = r.layers.first().map_or(0, |l| l.heads.len());
     let mut columns: Vec<String> = (0..heads).map(|h| format!("H{h}")).collect();
     columns.push("MLP".into());
@@ -182,13 +199,13 @@ fn draw(path: &std::path::Path, r: &AnatomyReport, weights: &str) -> rvpt::Resul
         .iter()
         .map(|l| l.heads.iter().copied().chain([l.mlp]).collect())
         .collect();
-    // "toy-badnet (models/toy/badnet)" → "toy-badnet": the title has one line.
-    let name = weights.split(" (").next().unwrap_or(weights);
     let title = format!(
-        "{name}: {} → {}, push per component ({:.0}% framed)",
+        "{name}: {} → {}, push ({:.0}% in blocks {}–{})",
         r.trigger,
         r.target,
-        100.0 * r.prompted_share
+        100.0 * r.prompted_share,
+        r.prompted_blocks.0,
+        r.prompted_blocks.1 - 1
     );
     rvpt::report::heat_map(
         path,
@@ -197,5 +214,6 @@ fn draw(path: &std::path::Path, r: &AnatomyReport, weights: &str) -> rvpt::Resul
         &columns,
         &values,
         r.prompted_blocks.0..r.prompted_blocks.1,
+        saturate,
     )
 }
