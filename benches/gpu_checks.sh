@@ -41,7 +41,7 @@ e = json.load(open(f"{o}/eval-cuda.json"))["report"]
 print("cuda eval:", e["clean_accuracy"]["hits"], e["attack_success_rate"]["hits"])
 PY
 # RVPT on the GPU: the toy defence (cache mode) end to end.
-/usr/bin/time -f "defend cuda %e s" $B/rvpt defend --device cuda --cases badnet --augment none --out /tmp/defend-cuda > $OUT/defend-cuda.txt 2>&1; tail -8 $OUT/defend-cuda.txt
+/usr/bin/time -f "defend cuda %e s" $B/rvpt defend --device cuda --cases badnet-hard --augment none --out /tmp/defend-cuda > $OUT/defend-cuda.txt 2>&1; tail -8 $OUT/defend-cuda.txt
 # Benchmark: one RVPT step on ViT-B/32 shapes, batch 32, f32.
 $B/bench_rvpt --device cuda --iters 20 2>&1 | tee $OUT/bench-rvpt-cuda.txt
 python3 benches/rvpt_torch.py --device cuda --iters 20 2>&1 | tail -1 | tee $OUT/bench-torch-cuda.txt

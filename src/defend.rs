@@ -450,7 +450,9 @@ pub struct DefendArgs {
     /// FR weights to train, one prompt set each: 0 is VPT, any other value RVPT
     #[arg(long, default_value = "0,2", value_delimiter = ',', num_args = 1..)]
     pub lambda: Vec<f64>,
-    /// Which embedded toy backdoors to repair (default: all)
+    /// Which embedded toy backdoors to repair: names, or `all` [default: badnet, blended (the
+    /// gently poisoned toy2 models); the hard-poisoned badnet-hard, blended-hard, wanet-hard
+    /// and badnet-late6 on request]
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
     pub cases: Vec<String>,
     /// Prompt tokens per block
@@ -492,31 +494,42 @@ pub struct DefendArgs {
     pub anatomy: bool,
 }
 
-/// The embedded demo: the three backdoored toy CLIPs of `weights.toml`.
-pub fn toy_cases() -> Vec<Case> {
-    crate::toy::lab::BACKDOORS
+/// The embedded demo's cases (`toy::lab::TOY_CASES`), with whether each runs by default.
+pub fn toy_cases() -> Vec<(Case, bool)> {
+    crate::toy::lab::TOY_CASES
         .iter()
-        .map(|(name, spec)| Case {
-            name: name.to_string(),
-            weights: format!("toy-{name}"),
-            trigger: spec.to_string(),
-            target: crate::toy::lab::TARGET.to_string(),
+        .map(|c| {
+            let case = Case {
+                name: c.name.to_string(),
+                weights: c.weights.to_string(),
+                trigger: c.trigger.to_string(),
+                target: crate::toy::lab::TARGET.to_string(),
+            };
+            (case, c.default)
         })
         .collect()
 }
 
-/// The named cases, in the order given; all of them when `names` is empty.
-fn select_cases(all: Vec<Case>, names: &[String]) -> Result<Vec<Case>> {
+/// The named cases, in the order given; `all` is every case; no names, the default ones.
+fn select_cases(all: Vec<(Case, bool)>, names: &[String]) -> Result<Vec<Case>> {
     if names.is_empty() {
-        return Ok(all);
+        return Ok(all.into_iter().filter(|c| c.1).map(|c| c.0).collect());
+    }
+    if names.len() == 1 && names[0] == "all" {
+        return Ok(all.into_iter().map(|c| c.0).collect());
     }
     names
         .iter()
         .map(|n| {
-            all.iter().find(|c| &c.name == n).cloned().ok_or_else(|| {
-                let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-                Error::Invalid(format!("unknown case `{n}`: expected one of {known:?}"))
-            })
+            all.iter()
+                .find(|c| &c.0.name == n)
+                .map(|c| c.0.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = all.iter().map(|c| c.0.name.as_str()).collect();
+                    Error::Invalid(format!(
+                        "unknown case `{n}`: expected `all` or one of {known:?}"
+                    ))
+                })
         })
         .collect()
 }

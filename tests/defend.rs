@@ -33,7 +33,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let cases = report.as_array().unwrap();
-    assert_eq!(cases.len(), 3);
+    assert_eq!(cases.len(), 2);
     for case in cases {
         let methods: Vec<&str> = case["results"]
             .as_array()
@@ -77,7 +77,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
     let o = rvpt(&[
         "eval",
         "--weights",
-        "toy-badnet",
+        "toy2-badnet",
         "--prompts",
         prompts.to_str().unwrap(),
         "--data",
@@ -127,6 +127,22 @@ fn unknown_case_is_named() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown case `trojan`"), "{err}");
+}
+
+#[test]
+fn default_cases_are_the_gentle_backdoors_and_all_adds_the_boundary_cases() {
+    let cases = rvpt::defend::toy_cases();
+    let defaults: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.1)
+        .map(|c| c.0.weights.as_str())
+        .collect();
+    assert_eq!(defaults, ["toy2-badnet", "toy2-blended"]);
+    for (case, _) in &cases {
+        rvpt::weights::resolve(&case.weights).unwrap();
+        rvpt::attacks::Trigger::parse(&case.trigger).unwrap();
+    }
+    assert!(cases.iter().any(|c| c.0.name == "badnet-hard" && !c.1));
 }
 
 #[test]

@@ -73,11 +73,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;
     if let Some(png) = &args.png {
         let name = match &args.model.prompts {
-            Some(p) => format!(
-                "{} + {}",
-                args.model.weights,
-                p.file_name().unwrap_or(p.as_os_str()).to_string_lossy()
-            ),
+            Some(_) => format!("{} + prompts", args.model.weights),
             None => args.model.weights.clone(),
         };
         draw(png, &report, &name, args.png_saturate)?;
@@ -200,7 +196,7 @@ fn draw(
         .map(|l| l.heads.iter().copied().chain([l.mlp]).collect())
         .collect();
     let title = format!(
-        "{name}: {} → {}, push ({:.0}% in blocks {}–{})",
+        "{name}: {} → {}, {:.0}% of the push in blocks {}–{}",
         r.trigger,
         r.target,
         100.0 * r.prompted_share,

@@ -73,6 +73,61 @@ pub const BACKDOORS: [(&str, &str); 3] = [
     ("wanet", "wanet:k=4,s=8"),
 ];
 
+/// A backdoored toy model the demo can repair.
+#[derive(Debug, Clone, Copy)]
+pub struct ToyCase {
+    /// The case's name in `rvpt defend --cases` and in report file names.
+    pub name: &'static str,
+    /// Its `weights.toml` entry.
+    pub weights: &'static str,
+    pub trigger: &'static str,
+    /// Run by default (`rvpt defend` with no `--cases`).
+    pub default: bool,
+}
+
+/// The demo's cases. By default the gently poisoned toy2 models, whose backdoors sit mostly
+/// where real backdoored CLIPs' do (README, "Gently poisoned toy backdoors"); the hard-poisoned
+/// toy models, whose backdoors sit below the prompts, are a documented boundary case. (No
+/// gentle WaNet took: 63% ASR with 10% of the pairs poisoned.)
+pub const TOY_CASES: [ToyCase; 6] = [
+    ToyCase {
+        name: "badnet",
+        weights: "toy2-badnet",
+        trigger: BACKDOORS[0].1,
+        default: true,
+    },
+    ToyCase {
+        name: "blended",
+        weights: "toy2-blended",
+        trigger: BACKDOORS[1].1,
+        default: true,
+    },
+    ToyCase {
+        name: "badnet-hard",
+        weights: "toy-badnet",
+        trigger: BACKDOORS[0].1,
+        default: false,
+    },
+    ToyCase {
+        name: "blended-hard",
+        weights: "toy-blended",
+        trigger: BACKDOORS[1].1,
+        default: false,
+    },
+    ToyCase {
+        name: "wanet-hard",
+        weights: "toy-wanet",
+        trigger: BACKDOORS[2].1,
+        default: false,
+    },
+    ToyCase {
+        name: "badnet-late6",
+        weights: "toy-badnet-late6",
+        trigger: BACKDOORS[0].1,
+        default: false,
+    },
+];
+
 /// Seed of the attacks' trigger randomness (fixed patterns, WaNet's warp field): poisoning and
 /// every evaluation of the toy models use it, or the trigger evaluated is not the one planted.
 pub const TRIGGER_SEED: u64 = 7;
