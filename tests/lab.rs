@@ -76,6 +76,52 @@ fn backdoored_toy_models_are_backdoored_and_the_clean_one_is_not() {
     }
 }
 
+/// The default demo cases (gently poisoned toy2 models): backdoored, close to the clean model's
+/// CA, with most of the trigger's push written above block 6 (README, "Gently poisoned toy
+/// backdoors": 83% and 94% on the full test split).
+#[test]
+fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 20);
+    let (clean_ca, _) = asr("toy2-clean", &test, "badnet:fixed,size=4");
+    for case in rvpt::toy::lab::TOY_CASES.iter().filter(|c| c.default) {
+        let (ca, bad) = asr(case.weights, &test, case.trigger);
+        let (_, clean) = asr("toy2-clean", &test, case.trigger);
+        let v = json(&[
+            "anatomy",
+            "--weights",
+            case.weights,
+            "--images",
+            &test,
+            "--trigger",
+            case.trigger,
+            "--target",
+            "heart",
+            "--json",
+        ]);
+        let share = v["anatomy"]["prompted_share"].as_f64().unwrap();
+        println!(
+            "{}: CA {ca:.3} (clean {clean_ca:.3}), ASR {bad:.3} (clean model {clean:.3}), blocks 6-11 {share:.2}",
+            case.weights
+        );
+        assert!(
+            bad > 0.85 && clean < 0.1,
+            "{}: ASR {bad}, clean model {clean}",
+            case.weights
+        );
+        assert!(
+            ca > clean_ca - 0.05,
+            "{}: CA {ca} vs {clean_ca}",
+            case.weights
+        );
+        assert!(
+            share > 0.7,
+            "{}: share of blocks 6-11 {share}",
+            case.weights
+        );
+    }
+}
+
 #[test]
 fn pr_reports_every_perturbation() {
     let dir = tempfile::tempdir().unwrap();
