@@ -91,6 +91,24 @@ impl Engine {
         })
     }
 
+    /// A zero-shot classifier over `classes` (text embeddings from `templates`) whose images go
+    /// through `encoder` (the plain model, or a prompted one).
+    pub fn zero_shot<'a>(
+        &'a self,
+        encoder: &'a dyn ImageEncoder,
+        classes: &[String],
+        templates: Templates,
+    ) -> Result<ZeroShot<'a>> {
+        ZeroShot::new(
+            &self.model,
+            encoder,
+            &self.tokenizer,
+            classes,
+            templates,
+            &self.device,
+        )
+    }
+
     /// Zero-shot classification with "a photo of a {label}.", top `k` per image, through
     /// `encoder` (the plain model, or a prompted one).
     pub fn classify(
@@ -106,14 +124,7 @@ impl Engine {
         if paths.is_empty() {
             return Err(Error::Invalid("no images given".into()));
         }
-        let zs = ZeroShot::new(
-            &self.model,
-            encoder,
-            &self.tokenizer,
-            labels,
-            Templates::Single,
-            &self.device,
-        )?;
+        let zs = self.zero_shot(encoder, labels, Templates::Single)?;
         let size = self.image_size();
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(32) {

@@ -3,7 +3,7 @@
 use super::{data_args::DataArgs, print_json, ModelArgs};
 use rvpt::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
 use rvpt::attacks::Trigger;
-use rvpt::eval::{Attack, ZeroShot};
+use rvpt::eval::Attack;
 use rvpt::metrics::AsrConvention;
 use std::path::PathBuf;
 
@@ -55,14 +55,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let engine = args.model.load()?;
     let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
-    let zs = ZeroShot::new(
-        &engine.model,
-        &engine.model,
-        &engine.tokenizer,
-        folder.classes(),
-        args.data_args.templates(),
-        &engine.device,
-    )?;
+    let zs = engine.zero_shot(&engine.model, folder.classes(), args.data_args.templates())?;
     let spec = PushSpec {
         trigger: &trigger,
         target: folder.class_index(&args.target)?,

@@ -2,7 +2,7 @@
 
 use super::{data_args::DataArgs, print_json, ModelArgs};
 use rvpt::attacks::Trigger;
-use rvpt::eval::{evaluate, Attack, ZeroShot};
+use rvpt::eval::{evaluate, Attack};
 use rvpt::metrics::AsrConvention;
 use std::path::PathBuf;
 
@@ -37,13 +37,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
-    let zs = ZeroShot::new(
-        &engine.model,
+    let zs = engine.zero_shot(
         encoder.as_ref(),
-        &engine.tokenizer,
         folder.classes(),
         args.data_args.templates(),
-        &engine.device,
     )?;
     let attack = match (&trigger, &args.target) {
         (Some(trigger), Some(target)) => Some(Attack {

@@ -2,7 +2,7 @@
 
 use super::{data_args::DataArgs, print_json, ModelArgs};
 use rvpt::attacks::Perturbation;
-use rvpt::eval::{resistivity, ZeroShot};
+use rvpt::eval::resistivity;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -33,13 +33,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
-    let zs = ZeroShot::new(
-        &engine.model,
+    let zs = engine.zero_shot(
         encoder.as_ref(),
-        &engine.tokenizer,
         folder.classes(),
         args.data_args.templates(),
-        &engine.device,
     )?;
     let results = resistivity(
         &zs,

@@ -90,43 +90,27 @@ pub struct ToyCase {
 /// toy models, whose backdoors sit below the prompts, are a documented boundary case. (No
 /// gentle WaNet took: 63% ASR with 10% of the pairs poisoned.)
 pub const TOY_CASES: [ToyCase; 6] = [
-    ToyCase {
-        name: "badnet",
-        weights: "toy2-badnet",
-        trigger: BACKDOORS[0].1,
-        default: true,
-    },
-    ToyCase {
-        name: "blended",
-        weights: "toy2-blended",
-        trigger: BACKDOORS[1].1,
-        default: true,
-    },
-    ToyCase {
-        name: "badnet-hard",
-        weights: "toy-badnet",
-        trigger: BACKDOORS[0].1,
-        default: false,
-    },
-    ToyCase {
-        name: "blended-hard",
-        weights: "toy-blended",
-        trigger: BACKDOORS[1].1,
-        default: false,
-    },
-    ToyCase {
-        name: "wanet-hard",
-        weights: "toy-wanet",
-        trigger: BACKDOORS[2].1,
-        default: false,
-    },
-    ToyCase {
-        name: "badnet-late6",
-        weights: "toy-badnet-late6",
-        trigger: BACKDOORS[0].1,
-        default: false,
-    },
+    toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, true),
+    toy_case("blended", "toy2-blended", BACKDOORS[1].1, true),
+    toy_case("badnet-hard", "toy-badnet", BACKDOORS[0].1, false),
+    toy_case("blended-hard", "toy-blended", BACKDOORS[1].1, false),
+    toy_case("wanet-hard", "toy-wanet", BACKDOORS[2].1, false),
+    toy_case("badnet-late6", "toy-badnet-late6", BACKDOORS[0].1, false),
 ];
+
+const fn toy_case(
+    name: &'static str,
+    weights: &'static str,
+    trigger: &'static str,
+    default: bool,
+) -> ToyCase {
+    ToyCase {
+        name,
+        weights,
+        trigger,
+        default,
+    }
+}
 
 /// Seed of the attacks' trigger randomness (fixed patterns, WaNet's warp field): poisoning and
 /// every evaluation of the toy models use it, or the trigger evaluated is not the one planted.
