@@ -192,27 +192,27 @@ fn summarise(
             share: share(p),
         })
         .collect();
-    let layer_rows: Vec<LayerPush> = (0..layers)
-        .map(|layer| {
-            let of = |want: &dyn Fn(&Component) -> bool| -> Vec<f64> {
-                components
-                    .iter()
-                    .filter(|c| want(&c.component))
-                    .map(|c| c.push)
-                    .collect()
-            };
-            let head_pushes = of(&|c| matches!(c, Component::Head { layer: l, .. } if *l == layer));
-            let mlp = of(&|c| *c == Component::Mlp { layer })[0];
-            let push = head_pushes.iter().sum::<f64>() + mlp;
-            LayerPush {
-                layer,
-                heads: head_pushes,
-                mlp,
-                push,
-                share: share(push),
-            }
+    // One pass over the components, each head and MLP into its block's row.
+    let mut layer_rows: Vec<LayerPush> = (0..layers)
+        .map(|layer| LayerPush {
+            layer,
+            heads: Vec::new(),
+            mlp: 0.0,
+            push: 0.0,
+            share: 0.0,
         })
         .collect();
+    for c in &components {
+        match c.component {
+            Component::Head { layer, .. } => layer_rows[layer].heads.push(c.push),
+            Component::Mlp { layer } => layer_rows[layer].mlp = c.push,
+            Component::Input | Component::FinalNormBias => {}
+        }
+    }
+    for row in &mut layer_rows {
+        row.push = row.heads.iter().sum::<f64>() + row.mlp;
+        row.share = share(row.push);
+    }
     let first = layers - spec.prompted_blocks;
     let prompted = &layer_rows[first..];
     let prompted_heads: f64 = prompted.iter().flat_map(|l| &l.heads).sum();
