@@ -14,7 +14,7 @@ use common::arg;
 use candle_core::{DType, Device};
 use rvpt::attacks::Trigger;
 use rvpt::data::{ImageFolder, Loader, Transform};
-use rvpt::eval::{evaluate, Attack, ZeroShot};
+use rvpt::eval::{evaluate, Attack, Classifier};
 use rvpt::metrics::AsrConvention;
 use rvpt::model::{init::ClipVars, Checkpoint, Clip};
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
@@ -154,7 +154,7 @@ fn measure(
         256,
         &Device::Cpu,
     )?;
-    let zs = ZeroShot::new(
+    let zs = Classifier::new(
         &model,
         &model,
         &tok,

@@ -1,17 +1,21 @@
-//! The main job: for each backdoored model, measure CA, ASR and PR with no defence, then train
-//! VPT (lambda = 0) and RVPT prompts on a few clean shots and measure again. Writes
+//! The main job: for each backdoored model, run every defence of `--methods` (none, VPT, RVPT,
+//! Linear Probe and their combinations, see `defences`) on a few clean shots and measure CA, ASR
+//! and PR of each through the same evaluation pass. Writes
 //! `report.json` and PNG plots. `cargo run --example defend` and `rvpt defend` both run this.
 
 use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
+use crate::defences::{
+    self, linear_probe::LinearProbeConfig, parse_methods, DefenceContext, MethodSpec,
+};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::eval::{evaluate_with_resistivity, Attack, ImageEncoder, PerturbationResult, ZeroShot};
-use crate::metrics::{AsrConvention, Rate};
-use crate::train::rvpt::{
-    fit, DeepPrompts, EpochLog, FitState, PromptCheckpoint, PromptedEncoder, RvptConfig,
+use crate::eval::{
+    evaluate_with_resistivity, Attack, Classifier, ImageEncoder, PerturbationResult,
 };
+use crate::metrics::{AsrConvention, Rate};
+use crate::train::rvpt::{EpochLog, PromptedEncoder, RvptConfig};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,19 +29,13 @@ pub struct Case {
     pub target: String,
 }
 
-/// A defence to compare: a name and its FR weight (0 = VPT).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Method {
-    pub name: String,
-    pub lambda: f64,
-}
-
 pub struct DefendSettings {
     pub train_dir: PathBuf,
     pub test_dir: PathBuf,
     pub classnames: Option<PathBuf>,
     pub rvpt: RvptConfig,
-    pub methods: Vec<Method>,
+    pub linear_probe: LinearProbeConfig,
+    pub methods: Vec<MethodSpec>,
     pub perturbations: Vec<Perturbation>,
     pub device: Device,
     pub dtype: DType,
@@ -54,6 +52,8 @@ pub struct DefendSettings {
 pub struct MethodResult {
     pub method: String,
     pub lambda: Option<f64>,
+    /// `zero-shot` (CLIP's text head) or `linear probe` (a trained head: no zero-shot path).
+    pub classifier: String,
     pub clean_accuracy: Rate,
     pub attack_success_rate: Rate,
     pub resistivity: Vec<PerturbationResult>,
@@ -75,7 +75,7 @@ pub struct CaseResult {
 }
 
 fn measure(
-    zs: &ZeroShot,
+    zs: &Classifier,
     loader: &Loader,
     attack: &Attack,
     perturbations: &[Perturbation],
@@ -135,19 +135,6 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         seed: s.eval_seed,
         convention: AsrConvention::ExcludeTarget,
     };
-    fn zero_shot<'a>(
-        model: &'a crate::model::Clip,
-        encoder: &'a dyn ImageEncoder,
-        classes: &[String],
-        text: &candle_core::Tensor,
-    ) -> ZeroShot<'a> {
-        ZeroShot {
-            model,
-            encoder,
-            classes: classes.to_vec(),
-            text: text.clone(),
-        }
-    }
     let push_spec = PushSpec {
         trigger: &trigger,
         target: attack.target,
@@ -155,108 +142,67 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         prompted_blocks: s.rvpt.depth,
         top: 5,
     };
-    let anatomy = |prompts: Option<&DeepPrompts>| -> Result<Option<AnatomyReport>> {
-        if !s.anatomy {
-            return Ok(None);
-        }
-        let zs = zero_shot(model, model, &classes, &text);
-        trigger_push(&zs, &loader, &push_spec, prompts, s.show_progress).map(Some)
+    let ctx = DefenceContext {
+        model,
+        text: &text,
+        classes: &classes,
+        samples: &samples,
+        image_size: size,
+        rvpt: &s.rvpt,
+        linear_probe: &s.linear_probe,
+        dtype: s.dtype,
+        device: s.device.clone(),
+        base_sha256: engine.checkpoint_sha256().unwrap_or_default().to_string(),
+        show_progress: s.show_progress,
     };
     let mut results = Vec::new();
-    let (ca, asr, pr) = measure(
-        &zero_shot(model, model, &classes, &text),
-        &loader,
-        &attack,
-        &s.perturbations,
-        s.eval_seed,
-        s.show_progress,
-    )?;
-    results.push(MethodResult {
-        method: "none".into(),
-        lambda: None,
-        clean_accuracy: ca,
-        attack_success_rate: asr,
-        resistivity: pr,
-        epochs: vec![],
-        train_seconds: 0.0,
-        prompts_file: None,
-        anatomy: anatomy(None)?,
-    });
-    let base_sha = engine.checkpoint_sha256().unwrap_or_default().to_string();
     for m in &s.methods {
-        let mut cfg = s.rvpt.clone();
-        cfg.loss.lambda = m.lambda;
-        let v = &model.config().vision_config;
-        let prompts = DeepPrompts::init(
-            v.num_hidden_layers,
-            cfg.depth,
-            cfg.length,
-            v.hidden_size,
-            cfg.seed,
-            s.dtype,
-            &s.device,
-        )?;
-        let state = FitState {
-            momentum: vec![None; prompts.depth()],
-            prompts,
-            logs: vec![],
-        };
         let file = s
             .out_dir
             .join(format!("prompts-{}-{}.safetensors", case.name, m.name));
-        let meta = |logs: &[EpochLog]| -> Result<crate::train::rvpt::CheckpointMeta> {
-            Ok(crate::train::rvpt::CheckpointMeta {
-                format: crate::train::rvpt::checkpoint::FORMAT.into(),
-                config: serde_json::to_value(&cfg)
-                    .map_err(|e| Error::Invalid(format!("config: {e}")))?,
-                base_sha256: base_sha.clone(),
-                seed: cfg.seed,
-                epoch: logs.len(),
-                first_block: v.num_hidden_layers - cfg.depth,
-                metrics: serde_json::to_value(logs)
-                    .map_err(|e| Error::Invalid(format!("logs: {e}")))?,
-            })
-        };
-        let mut save = |st: &FitState| {
-            PromptCheckpoint {
-                prompts: st.prompts.clone(),
-                momentum: st.momentum.clone(),
-                meta: meta(&st.logs)?,
-            }
-            .save(&file)
-        };
         let t0 = Instant::now();
-        let use_cache = !cfg.augment;
-        let state = fit(
-            model,
-            &text,
-            &samples,
-            &cfg,
-            state,
-            use_cache,
-            s.show_progress,
-            &mut save,
-        )?;
+        let defended = defences::apply(m, &ctx, &file)?;
         let train_seconds = t0.elapsed().as_secs_f64();
-        let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
+        let prompted = defended
+            .prompts
+            .as_ref()
+            .map(|p| PromptedEncoder::new(&model.vision, p))
+            .transpose()?;
+        let encoder: &dyn ImageEncoder = match &prompted {
+            Some(e) => e,
+            None => model,
+        };
+        let zs = defences::classifier(model, encoder, &classes, &text, defended.head);
         let (ca, asr, pr) = measure(
-            &zero_shot(model, &enc, &classes, &text),
+            &zs,
             &loader,
             &attack,
             &s.perturbations,
             s.eval_seed,
             s.show_progress,
         )?;
+        let anatomy = if s.anatomy {
+            Some(trigger_push(
+                &zs,
+                &loader,
+                &push_spec,
+                defended.prompts.as_ref(),
+                s.show_progress,
+            )?)
+        } else {
+            None
+        };
         results.push(MethodResult {
             method: m.name.clone(),
-            lambda: Some(m.lambda),
+            lambda: m.lambda,
+            classifier: zs.head_name().to_string(),
             clean_accuracy: ca,
             attack_success_rate: asr,
             resistivity: pr,
-            epochs: state.logs,
+            epochs: defended.epochs,
             train_seconds,
-            prompts_file: Some(file),
-            anatomy: anatomy(Some(&state.prompts))?,
+            prompts_file: defended.prompts.is_some().then_some(file),
+            anatomy,
         });
     }
     Ok(CaseResult {
@@ -285,7 +231,14 @@ pub fn table(r: &CaseResult) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    out += &format!("  {:<8} {:>7} {:>7}", "method", "CA %", "ASR %");
+    let w = r
+        .results
+        .iter()
+        .map(|m| m.method.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    out += &format!("  {:<w$} {:>7} {:>7}", "method", "CA %", "ASR %");
     for p in &prs {
         out += &format!(" {:>12}", format!("PR {p}"));
     }
@@ -296,7 +249,7 @@ pub fn table(r: &CaseResult) -> String {
     out += "\n";
     for m in &r.results {
         out += &format!(
-            "  {:<8} {:>7.1} {:>7.1}",
+            "  {:<w$} {:>7.1} {:>7.1}",
             m.method,
             100.0 * m.clean_accuracy.value,
             100.0 * m.attack_success_rate.value
@@ -447,9 +400,17 @@ pub struct DefendArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0.002)]
     pub lr: f64,
-    /// FR weights to train, one prompt set each: 0 is VPT, any other value RVPT
-    #[arg(long, default_value = "0,2", value_delimiter = ',', num_args = 1..)]
+    /// Defences to compare, each measured by the same evaluation: none, vpt, rvpt,
+    /// linear-probe, or stages joined by `+` (rvpt+linear-probe: a linear head on the prompted
+    /// model's embeddings)
+    #[arg(long, default_value = "none,vpt,rvpt", value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// FR weights of RVPT, one prompt set each (several: methods rvpt-<lambda>); 0 adds VPT
+    #[arg(long, default_value = "2", value_delimiter = ',', num_args = 1..)]
     pub lambda: Vec<f64>,
+    /// Linear Probe: epochs of SGD (lr 0.01, momentum 0.9, batch 32, constant lr, as in the paper)
+    #[arg(long, default_value_t = 40)]
+    pub probe_epochs: usize,
     /// Which embedded toy backdoors to repair: names, or `all` [default: badnet, blended (the
     /// gently poisoned toy2 models); the hard-poisoned badnet-hard, blended-hard, wanet-hard
     /// and badnet-late6 on request]
@@ -534,28 +495,6 @@ fn select_cases(all: Vec<(Case, bool)>, names: &[String]) -> Result<Vec<Case>> {
         .collect()
 }
 
-/// One method per FR weight: 0 is VPT, any other is RVPT (named by its weight when several
-/// RVPT weights are swept).
-pub fn methods(lambdas: &[f64]) -> Result<Vec<Method>> {
-    if lambdas.is_empty() || lambdas.iter().any(|l| !(l.is_finite() && *l >= 0.0)) {
-        return Err(Error::Invalid(format!(
-            "--lambda {lambdas:?}: need one or more finite, non-negative FR weights"
-        )));
-    }
-    let repelling = lambdas.iter().filter(|&&l| l > 0.0).count();
-    Ok(lambdas
-        .iter()
-        .map(|&lambda| Method {
-            name: match (lambda > 0.0, repelling) {
-                (false, _) => "vpt".into(),
-                (true, 1) => "rvpt".into(),
-                (true, _) => format!("rvpt-{lambda}"),
-            },
-            lambda,
-        })
-        .collect())
-}
-
 /// Runs the defence and writes the report; prints tables (or JSON).
 pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
@@ -602,6 +541,7 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
     rvpt.loss.layerwise = args.layerwise_fr;
     rvpt.loss.margin = args.margin;
     let base_perturb = Perturbation::parse_list(&args.perturb)?;
+    let methods = parse_methods(&args.methods, &args.lambda)?;
     let mut results = Vec::new();
     for case in &cases {
         let mut perturbations = base_perturb.clone();
@@ -611,7 +551,12 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
             test_dir: test_dir.clone(),
             classnames: args.classnames.clone(),
             rvpt: rvpt.clone(),
-            methods: methods(&args.lambda)?,
+            linear_probe: LinearProbeConfig {
+                epochs: args.probe_epochs,
+                seed: args.seed,
+                ..LinearProbeConfig::default()
+            },
+            methods: methods.clone(),
             perturbations,
             device: crate::device::parse_device(&args.device)?,
             dtype: crate::device::parse_dtype(&args.dtype)?,

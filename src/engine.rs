@@ -1,7 +1,7 @@
 //! A loaded model with its tokenizer and provenance: what the CLI commands share.
 
 use crate::error::{Error, Result};
-use crate::eval::{ImageEncoder, ZeroShot};
+use crate::eval::{Classifier, ImageEncoder};
 use crate::model::{Checkpoint, Clip, ClipConfig};
 use crate::text::{ClipTokenizer, Templates};
 use crate::train::rvpt::{DeepPrompts, PromptCheckpoint, PromptedEncoder};
@@ -98,8 +98,8 @@ impl Engine {
         encoder: &'a dyn ImageEncoder,
         classes: &[String],
         templates: Templates,
-    ) -> Result<ZeroShot<'a>> {
-        ZeroShot::new(
+    ) -> Result<Classifier<'a>> {
+        Classifier::new(
             &self.model,
             encoder,
             &self.tokenizer,

@@ -47,16 +47,37 @@ impl ImageEncoder for Clip {
     }
 }
 
-/// A zero-shot classifier: the model with fixed, normalised class text embeddings.
-pub struct ZeroShot<'a> {
+/// A linear head on the unit image embedding: `logits = e Wᵀ + b` (what Linear Probe trains).
+#[derive(Debug, Clone)]
+pub struct LinearHead {
+    /// (classes, projection_dim).
+    pub weight: Tensor,
+    /// (classes,).
+    pub bias: Tensor,
+}
+
+impl LinearHead {
+    /// Unit image embeddings (B, projection_dim) → logits (B, classes).
+    pub fn logits(&self, embeds: &Tensor) -> Result<Tensor> {
+        let w = self.weight.to_dtype(embeds.dtype())?;
+        let b = self.bias.to_dtype(embeds.dtype())?;
+        Ok(embeds.matmul(&w.t()?)?.broadcast_add(&b)?)
+    }
+}
+
+/// An image classifier: the model's image tower (through `encoder`), its projection, and either
+/// CLIP's zero-shot head (cosine to fixed class text embeddings) or a trained linear head.
+pub struct Classifier<'a> {
     pub model: &'a Clip,
     pub encoder: &'a dyn ImageEncoder,
     pub classes: Vec<String>,
     /// (classes, projection_dim), unit rows.
     pub text: Tensor,
+    /// When set, it replaces the zero-shot head (Linear Probe has no zero-shot path).
+    pub head: Option<LinearHead>,
 }
 
-impl<'a> ZeroShot<'a> {
+impl<'a> Classifier<'a> {
     pub fn new(
         model: &'a Clip,
         encoder: &'a dyn ImageEncoder,
@@ -71,6 +92,7 @@ impl<'a> ZeroShot<'a> {
             encoder,
             classes: classes.to_vec(),
             text,
+            head: None,
         })
     }
 
@@ -80,16 +102,37 @@ impl<'a> ZeroShot<'a> {
         Ok(pixels.to_dtype(self.text.dtype())?)
     }
 
-    /// Images in [0, 1] → (pooled features, logits = logit_scale * cosine to each class).
+    /// Images in [0, 1] → (pooled features, logits): logit_scale * cosine to each class, or
+    /// the linear head's output.
     pub fn forward(&self, unit_images: &Tensor) -> Result<(Tensor, Tensor)> {
-        let dtype = self.text.dtype();
         let pixels = self.pixels(unit_images)?;
         let features = self.encoder.features(&pixels)?;
-        let embeds = l2_normalize(&self.model.project_image(&features)?)?;
-        let logits = embeds
-            .matmul(&self.text.t()?)?
-            .broadcast_mul(&self.model.logit_scale()?.to_dtype(dtype)?)?;
-        Ok((features, logits))
+        let embeds = self.embed(&features)?;
+        Ok((features, self.logits(&embeds)?))
+    }
+
+    /// Pooled features → unit image embeddings.
+    pub fn embed(&self, features: &Tensor) -> Result<Tensor> {
+        Ok(l2_normalize(&self.model.project_image(features)?)?)
+    }
+
+    /// Unit image embeddings → class logits.
+    pub fn logits(&self, embeds: &Tensor) -> Result<Tensor> {
+        match &self.head {
+            Some(head) => head.logits(embeds),
+            None => Ok(embeds
+                .matmul(&self.text.t()?)?
+                .broadcast_mul(&self.model.logit_scale()?.to_dtype(self.text.dtype())?)?),
+        }
+    }
+
+    /// The name of the head, for reports.
+    pub fn head_name(&self) -> &'static str {
+        if self.head.is_some() {
+            "linear probe"
+        } else {
+            "zero-shot"
+        }
     }
 
     pub fn class_index(&self, name: &str) -> Result<usize> {
@@ -148,7 +191,7 @@ pub(crate) fn per_image(
 
 /// One pass over `loader`: predictions on clean images and, with `attack`, on triggered ones.
 pub fn evaluate(
-    zs: &ZeroShot,
+    zs: &Classifier,
     loader: &Loader,
     attack: Option<&Attack>,
     show_progress: bool,
@@ -166,7 +209,7 @@ pub struct PerturbationResult {
 
 /// PR per perturbation, over every image of `loader`.
 pub fn resistivity(
-    zs: &ZeroShot,
+    zs: &Classifier,
     loader: &Loader,
     perturbations: &[Perturbation],
     seed: u64,
@@ -192,7 +235,7 @@ pub fn resistivity(
 /// perturbation that is the attack's own trigger (same spec, same seed) also gives the
 /// triggered predictions, so nothing is computed twice.
 pub fn evaluate_with_resistivity(
-    zs: &ZeroShot,
+    zs: &Classifier,
     loader: &Loader,
     attack: Option<&Attack>,
     perturbations: &[Perturbation],

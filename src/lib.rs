@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod anatomy;
 pub mod attacks;
 pub mod data;
+pub mod defences;
 pub mod defend;
 pub mod device;
 pub mod engine;

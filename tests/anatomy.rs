@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use rvpt::anatomy::{decompose, trigger_push, Component, PushSpec};
 use rvpt::attacks::Trigger;
 use rvpt::data::{ImageFolder, Loader, Transform};
-use rvpt::eval::ZeroShot;
+use rvpt::eval::Classifier;
 use rvpt::model::{Checkpoint, Clip};
 use rvpt::text::Templates;
 use rvpt::toy::ToyWorld;
@@ -156,7 +156,7 @@ fn pushes(model: &Clip, dir: &std::path::Path) -> Vec<(Component, f64)> {
     )
     .unwrap();
     let tok = rvpt::toy::tokenizer(rvpt::toy::CONTEXT_LENGTH).unwrap();
-    let zs = ZeroShot::new(
+    let zs = Classifier::new(
         model,
         model,
         &tok,

@@ -27,6 +27,10 @@ fn defend_writes_report_plots_and_usable_prompts() {
         "none",
         "--out",
         out.to_str().unwrap(),
+        "--methods",
+        "none,vpt,rvpt,linear-probe",
+        "--probe-epochs",
+        "5",
         "--anatomy",
         "--json",
     ]);
@@ -41,7 +45,17 @@ fn defend_writes_report_plots_and_usable_prompts() {
             .iter()
             .map(|m| m["method"].as_str().unwrap())
             .collect();
-        assert_eq!(methods, ["none", "vpt", "rvpt"]);
+        assert_eq!(methods, ["none", "linear-probe", "vpt", "rvpt"]);
+        let classifiers: Vec<&str> = case["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["classifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            classifiers,
+            ["zero-shot", "linear probe", "zero-shot", "zero-shot"]
+        );
         for m in case["results"].as_array().unwrap() {
             assert!(m["clean_accuracy"]["value"].as_f64().unwrap().is_finite());
             assert_eq!(m["resistivity"].as_array().unwrap().len(), 4);
@@ -51,7 +65,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
             assert!(a["written_push"].as_f64().unwrap().is_finite());
             assert_eq!(a["top"].as_array().unwrap().len(), 5);
         }
-        assert_eq!(case["results"][2]["epochs"].as_array().unwrap().len(), 2);
+        assert_eq!(case["results"][3]["epochs"].as_array().unwrap().len(), 2);
     }
     for f in [
         "report.json",
@@ -99,19 +113,45 @@ fn defend_writes_report_plots_and_usable_prompts() {
 }
 
 #[test]
-fn lambda_list_names_one_method_per_weight() {
-    let names = |l: &[f64]| -> Vec<String> {
-        rvpt::defend::methods(l)
+fn methods_and_lambda_list_name_one_method_per_pipeline() {
+    let names = |m: &[&str], l: &[f64]| -> Vec<String> {
+        let m: Vec<String> = m.iter().map(|s| s.to_string()).collect();
+        rvpt::defences::parse_methods(&m, l)
             .unwrap()
             .into_iter()
             .map(|m| m.name)
             .collect()
     };
-    assert_eq!(names(&[0.0, 2.0]), ["vpt", "rvpt"]);
-    assert_eq!(names(&[0.0, 0.5, 4.0]), ["vpt", "rvpt-0.5", "rvpt-4"]);
-    assert!(rvpt::defend::methods(&[]).is_err());
-    assert!(rvpt::defend::methods(&[-1.0]).is_err());
-    assert!(rvpt::defend::methods(&[f64::NAN]).is_err());
+    let default = ["none", "vpt", "rvpt"];
+    assert_eq!(names(&default, &[2.0]), ["none", "vpt", "rvpt"]);
+    // The README's sweep: 0 in the list is VPT, named once.
+    assert_eq!(
+        names(&default, &[0.0, 0.5, 4.0]),
+        ["none", "vpt", "rvpt-0.5", "rvpt-4"]
+    );
+    assert_eq!(
+        names(&["rvpt+linear-probe", "linear-probe", "none"], &[2.0]),
+        ["none", "linear-probe", "rvpt+linear-probe"]
+    );
+    let specs = rvpt::defences::parse_methods(&["linear-probe+vpt".into()], &[2.0]).unwrap();
+    assert_eq!(specs[0].lambda, Some(0.0));
+    assert!(specs[0].linear_probe);
+    for (m, l) in [
+        (vec!["rvpt"], vec![]),
+        (vec!["rvpt"], vec![-1.0]),
+        (vec!["rvpt"], vec![f64::NAN]),
+        (vec!["rvpt"], vec![0.0]),
+        (vec!["vpt+rvpt"], vec![2.0]),
+        (vec!["none+linear-probe"], vec![2.0]),
+        (vec!["trojan"], vec![2.0]),
+        (vec![], vec![2.0]),
+    ] {
+        let m: Vec<String> = m.iter().map(|s| s.to_string()).collect();
+        assert!(
+            rvpt::defences::parse_methods(&m, &l).is_err(),
+            "{m:?} {l:?} accepted"
+        );
+    }
 }
 
 #[test]
@@ -149,7 +189,7 @@ fn default_cases_are_the_gentle_backdoors_and_all_adds_the_boundary_cases() {
 fn one_pass_evaluation_equals_separate_passes() {
     use rvpt::attacks::{Perturbation, Trigger};
     use rvpt::data::{ImageFolder, Loader, Transform};
-    use rvpt::eval::{evaluate, evaluate_with_resistivity, resistivity, Attack, ZeroShot};
+    use rvpt::eval::{evaluate, evaluate_with_resistivity, resistivity, Attack, Classifier};
     use rvpt::metrics::AsrConvention;
 
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +201,7 @@ fn one_pass_evaluation_equals_separate_passes() {
     let engine = rvpt::engine::Engine::load("toy-badnet", &cpu, candle_core::DType::F32).unwrap();
     let folder = ImageFolder::open(dir.path(), None).unwrap();
     let loader = Loader::new(folder.samples().to_vec(), Transform::eval(32), 8, &cpu).unwrap();
-    let zs = ZeroShot::new(
+    let zs = Classifier::new(
         &engine.model,
         &engine.model,
         &engine.tokenizer,

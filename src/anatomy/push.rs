@@ -10,7 +10,7 @@ use super::decompose::{components, decompose, Component};
 use crate::attacks::Trigger;
 use crate::data::Loader;
 use crate::error::{Error, Result};
-use crate::eval::{per_image, progress_bar, ZeroShot};
+use crate::eval::{per_image, progress_bar, Classifier};
 use crate::metrics::{argmax_rows, Rate};
 use crate::train::rvpt::DeepPrompts;
 use candle_core::{DType, Tensor, D};
@@ -78,7 +78,7 @@ pub struct PushSpec<'a> {
 
 /// Per-image target-logit parts (B, components), f32.
 fn target_logit_parts(
-    zs: &ZeroShot,
+    zs: &Classifier,
     unit_images: &Tensor,
     prompts: Option<&DeepPrompts>,
     target: usize,
@@ -90,12 +90,19 @@ fn target_logit_parts(
         &pixels,
         prompts,
     )?;
-    let text = zs.text.to_dtype(DType::F32)?;
-    let scale = zs.model.logit_scale()?.to_dtype(DType::F32)?;
     let norms = d.embeds.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     let unit = d.embeds.broadcast_div(&norms)?;
-    let logits = unit.matmul(&text.t()?)?.broadcast_mul(&scale)?;
-    let t = text.get(target)?.unsqueeze(1)?;
+    let logits = zs
+        .logits(&unit.to_dtype(zs.text.dtype())?)?
+        .to_dtype(DType::F32)?;
+    // The target logit is linear in the unit embedding: its direction is the target's text
+    // embedding times logit_scale (zero-shot), or the head's row (the bias does not move).
+    let (direction, scale) = match &zs.head {
+        Some(head) => (head.weight.get(target)?, Tensor::new(1f32, unit.device())?),
+        None => (zs.text.get(target)?, zs.model.logit_scale()?),
+    };
+    let t = direction.to_dtype(DType::F32)?.unsqueeze(1)?;
+    let scale = scale.to_dtype(DType::F32)?;
     let parts = d
         .parts
         .broadcast_matmul(&t)?
@@ -109,7 +116,7 @@ fn target_logit_parts(
 /// of `loader` outside the target class, through the model of `zs` (with `prompts`, the
 /// defended one).
 pub fn trigger_push(
-    zs: &ZeroShot,
+    zs: &Classifier,
     loader: &Loader,
     spec: &PushSpec,
     prompts: Option<&DeepPrompts>,
@@ -162,7 +169,7 @@ pub fn trigger_push(
 }
 
 fn summarise(
-    zs: &ZeroShot,
+    zs: &Classifier,
     spec: &PushSpec,
     comps: &[Component],
     pushes: &[f64],

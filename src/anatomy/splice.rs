@@ -4,7 +4,7 @@
 
 use crate::data::Loader;
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, Attack, ZeroShot};
+use crate::eval::{evaluate, Attack, Classifier};
 use crate::metrics::Rate;
 use crate::model::vision::VisionTransformer;
 use crate::model::Clip;
@@ -23,7 +23,7 @@ pub struct SpliceRow {
 /// the reference's stem + blocks `< k` under the backdoored blocks `>= k`; CA and ASR of each.
 /// `zs` is the backdoored model's zero-shot classifier (its class text embeddings are reused).
 pub fn splice_test(
-    zs: &ZeroShot,
+    zs: &Classifier,
     reference: &Clip,
     ks: &[usize],
     loader: &Loader,
@@ -56,11 +56,12 @@ pub fn splice_test(
             (&lower, format!("stem + blocks < {k}")),
             (&upper, format!("blocks >= {k}")),
         ] {
-            let spliced = ZeroShot {
+            let spliced = Classifier {
                 model,
                 encoder: model,
                 classes: zs.classes.clone(),
                 text: zs.text.clone(),
+                head: zs.head.clone(),
             };
             let r = evaluate(&spliced, loader, Some(attack), false)?;
             rows.push(SpliceRow {

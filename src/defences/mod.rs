@@ -1,0 +1,205 @@
+//! The defences `rvpt defend` compares, as one family. A method is a pipeline of up to three
+//! stages, each in its own file: fine-tune the whole model (`cleanclip`), train deep prompts
+//! (`prompts`: VPT or RVPT), fit a linear head on the image embeddings (`linear_probe`). Every
+//! method is then measured by the same evaluation pass.
+
+pub mod linear_probe;
+pub mod prompts;
+
+use crate::error::{Error, Result};
+use crate::eval::{Classifier, ImageEncoder, LinearHead};
+use crate::model::Clip;
+use crate::train::rvpt::{DeepPrompts, EpochLog, PromptedEncoder, RvptConfig};
+use candle_core::{DType, Device, Tensor};
+use linear_probe::LinearProbeConfig;
+use std::path::PathBuf;
+
+/// One method: which stages run. `none` runs none of them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MethodSpec {
+    pub name: String,
+    /// FR weight of the prompts: 0 is VPT, above 0 RVPT; `None`, no prompts.
+    pub lambda: Option<f64>,
+    /// A linear head replaces the zero-shot head.
+    pub linear_probe: bool,
+}
+
+/// The stage names `--methods` accepts, joined by `+` (e.g. `rvpt+linear-probe`).
+pub const STAGES: [&str; 4] = ["none", "vpt", "rvpt", "linear-probe"];
+
+impl MethodSpec {
+    /// Whether the method trains anything.
+    pub fn is_none(&self) -> bool {
+        self.lambda.is_none() && !self.linear_probe
+    }
+}
+
+/// Parses `--methods` with `--lambda`: `rvpt` becomes one method per positive FR weight (named
+/// `rvpt-<lambda>` when there are several); a weight of 0 in the list means VPT.
+pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSpec>> {
+    if lambdas.is_empty() || lambdas.iter().any(|l| !(l.is_finite() && *l >= 0.0)) {
+        return Err(Error::Invalid(format!(
+            "--lambda {lambdas:?}: need one or more finite, non-negative FR weights"
+        )));
+    }
+    if methods.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--methods is empty: use any of {STAGES:?}, or stages joined by `+`"
+        )));
+    }
+    let repelling: Vec<f64> = lambdas.iter().copied().filter(|&l| l > 0.0).collect();
+    let mut out: Vec<MethodSpec> = Vec::new();
+    let mut push = |m: MethodSpec| {
+        if !out.iter().any(|o| o.name == m.name) {
+            out.push(m);
+        }
+    };
+    for method in methods {
+        let stages: Vec<&str> = method.split('+').map(str::trim).collect();
+        if let Some(bad) = stages.iter().find(|s| !STAGES.contains(s)) {
+            return Err(Error::Invalid(format!(
+                "--methods `{method}`: unknown stage `{bad}`; stages are {STAGES:?}, joined by `+`"
+            )));
+        }
+        let has = |s: &str| stages.contains(&s);
+        if (stages.len() > 1 && has("none")) || (has("vpt") && has("rvpt")) {
+            return Err(Error::Invalid(format!(
+                "--methods `{method}`: `none` stands alone, and vpt and rvpt exclude each other"
+            )));
+        }
+        let linear_probe = has("linear-probe");
+        let suffix = if linear_probe { "+linear-probe" } else { "" };
+        if has("rvpt") {
+            if repelling.is_empty() {
+                return Err(Error::Invalid(
+                    "--methods rvpt needs a positive --lambda (0 is VPT)".into(),
+                ));
+            }
+            for &lambda in &repelling {
+                let base = if repelling.len() == 1 {
+                    "rvpt".to_string()
+                } else {
+                    format!("rvpt-{lambda}")
+                };
+                push(MethodSpec {
+                    name: format!("{base}{suffix}"),
+                    lambda: Some(lambda),
+                    linear_probe,
+                });
+            }
+            if lambdas.contains(&0.0) {
+                push(MethodSpec {
+                    name: format!("vpt{suffix}"),
+                    lambda: Some(0.0),
+                    linear_probe,
+                });
+            }
+        } else if has("vpt") {
+            push(MethodSpec {
+                name: format!("vpt{suffix}"),
+                lambda: Some(0.0),
+                linear_probe,
+            });
+        } else {
+            push(MethodSpec {
+                name: if linear_probe { "linear-probe" } else { "none" }.into(),
+                lambda: None,
+                linear_probe,
+            });
+        }
+    }
+    // VPT before RVPT, whatever the order of the weights: the table reads as a progression.
+    out.sort_by_key(|m| match m.lambda {
+        None if !m.linear_probe => 0,
+        None => 1,
+        Some(0.0) => 2,
+        Some(_) => 3,
+    });
+    Ok(out)
+}
+
+/// What every defence trains from.
+pub struct DefenceContext<'a> {
+    /// The backdoored model.
+    pub model: &'a Clip,
+    /// Class text embeddings (classes, projection_dim), unit rows.
+    pub text: &'a Tensor,
+    pub classes: &'a [String],
+    /// The k shots: (image path, class index).
+    pub samples: &'a [(PathBuf, usize)],
+    pub image_size: u32,
+    pub rvpt: &'a RvptConfig,
+    pub linear_probe: &'a LinearProbeConfig,
+    pub dtype: DType,
+    pub device: Device,
+    /// sha256 of the backdoored checkpoint, recorded in prompt checkpoints.
+    pub base_sha256: String,
+    pub show_progress: bool,
+}
+
+/// What a method produced, ready to evaluate.
+pub struct Defended {
+    pub prompts: Option<DeepPrompts>,
+    pub head: Option<LinearHead>,
+    /// The prompts' loss per epoch (empty without prompts).
+    pub epochs: Vec<EpochLog>,
+}
+
+/// Runs the stages of `method`; prompt checkpoints go to `prompts_file`.
+pub fn apply(
+    method: &MethodSpec,
+    ctx: &DefenceContext,
+    prompts_file: &std::path::Path,
+) -> Result<Defended> {
+    let model = ctx.model;
+    let (prompts, epochs) = match method.lambda {
+        Some(lambda) => {
+            let (p, logs) = prompts::train(model, ctx, lambda, prompts_file)?;
+            (Some(p), logs)
+        }
+        None => (None, Vec::new()),
+    };
+    let head = if method.linear_probe {
+        let prompted = prompts
+            .as_ref()
+            .map(|p| PromptedEncoder::new(&model.vision, p))
+            .transpose()?;
+        let encoder: &dyn ImageEncoder = match &prompted {
+            Some(e) => e,
+            None => model,
+        };
+        let classifier = classifier(model, encoder, ctx.classes, ctx.text, None);
+        let x = linear_probe::embeddings(&classifier, ctx.samples, ctx.image_size)?;
+        let labels: Vec<usize> = ctx.samples.iter().map(|s| s.1).collect();
+        Some(linear_probe::fit(
+            &x,
+            &labels,
+            ctx.classes.len(),
+            ctx.linear_probe,
+        )?)
+    } else {
+        None
+    };
+    Ok(Defended {
+        prompts,
+        head,
+        epochs,
+    })
+}
+
+/// A classifier over `classes` through `encoder`, with `head` in place of the zero-shot head.
+pub fn classifier<'a>(
+    model: &'a Clip,
+    encoder: &'a dyn ImageEncoder,
+    classes: &[String],
+    text: &Tensor,
+    head: Option<LinearHead>,
+) -> Classifier<'a> {
+    Classifier {
+        model,
+        encoder,
+        classes: classes.to_vec(),
+        text: text.clone(),
+        head,
+    }
+}
