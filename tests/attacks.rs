@@ -743,3 +743,36 @@ fn blended_fixed_is_one_pattern_per_seed() {
         "the fixed pattern must depend on the seed"
     );
 }
+
+/// B1: every trigger `Trigger::parse` knows is also a perturbation, the optimised patch
+/// included (`rvpt defend --trigger patch:FILE` adds the trigger to the PR perturbations, and
+/// `rvpt pr --perturb patch:FILE` measures it).
+#[test]
+fn every_trigger_is_a_perturbation_patch_file_included() {
+    use rvpt::attacks::{patch::PatchFile, Perturbation, Trigger, TRIGGER_NAMES};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patch.safetensors");
+    let patch = Tensor::rand(0f32, 1f32, (3, 4, 4), &Device::Cpu).unwrap();
+    PatchFile::save(&patch, &file).unwrap();
+    let spec = format!("patch:{}", file.display());
+    let p = Perturbation::parse(&spec).unwrap();
+    let t = Trigger::parse(&spec).unwrap();
+    let img = Tensor::rand(0f32, 1f32, (3, 32, 32), &Device::Cpu).unwrap();
+    assert!(same(
+        &p.apply(&img, 7, 0).unwrap(),
+        &t.apply(&img, 7, 0).unwrap()
+    ));
+    assert!(!same(&p.apply(&img, 7, 0).unwrap(), &img));
+    for list in [format!("noise:0.03,{spec}"), format!("{spec},flip")] {
+        assert_eq!(Perturbation::parse_list(&list).unwrap().len(), 2, "{list}");
+    }
+    // The two parsers cannot drift apart again: no trigger name is unknown to Perturbation.
+    for name in TRIGGER_NAMES {
+        if let Err(e) = Perturbation::parse(name) {
+            assert!(
+                !e.to_string().contains("unknown perturbation"),
+                "{name}: {e}"
+            );
+        }
+    }
+}

@@ -47,6 +47,16 @@ pub enum Trigger {
     Patch(patch::PatchFile),
 }
 
+/// The names `Trigger::parse` knows: a perturbation spec with one of them is the trigger itself.
+pub const TRIGGER_NAMES: [&str; 6] = [
+    "badnet",
+    "blended",
+    "wanet",
+    "patch",
+    "lc",
+    "label-consistent",
+];
+
 impl Trigger {
     /// Parses `badnet[:fixed][,size=N]`, `blended[:FILE]`, `wanet[:k=N][,s=X]`,
     /// `lc[:amp=X][,cell=N]` (alias `label-consistent`). A blended pattern file is decoded here,

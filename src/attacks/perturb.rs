@@ -90,13 +90,13 @@ impl Perturbation {
             }
             "flip" if rest.is_none() => Ok(Perturbation::Flip),
             "flip" => Err(bad_spec(spec, "flip takes no options")),
-            "badnet" | "blended" | "wanet" | "lc" | "label-consistent" => {
+            _ if super::TRIGGER_NAMES.contains(&name) => {
                 Ok(Perturbation::Trigger(Trigger::parse(spec)?))
             }
             _ => Err(bad_spec(
                 spec,
                 "unknown perturbation: expected noise:STD, blur:K, brightness:B, hue:H, flip, \
-                 or a trigger (badnet, blended, wanet, lc)",
+                 or a trigger (badnet, blended, wanet, lc, patch:FILE)",
             )),
         }
     }
