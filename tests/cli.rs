@@ -114,3 +114,47 @@ fn bad_input_exits_with_a_named_error() {
         );
     }
 }
+
+/// B5: `--limit N` evaluates a seeded random sample from every class, not the first N images in
+/// folder order (which, in a class-ordered folder, are the first classes only).
+#[test]
+fn limit_samples_every_class_with_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy");
+    let o = rvpt()
+        .args(["toy", "--out", data.to_str().unwrap(), "--per-class", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sample = |seed: &str| -> serde_json::Value {
+        let o = rvpt()
+            .args([
+                "pr",
+                "--weights",
+                "toy2-clean",
+                "--perturb",
+                "flip",
+                "--json",
+            ])
+            .args(["--images", data.to_str().unwrap(), "--limit", "6"])
+            .args(["--sample-seed", seed])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["perturbations"][0]["resistivity"]["samples"], 6);
+        v
+    };
+    let (a, b) = (sample("0"), sample("0"));
+    assert_eq!(a["sample"]["images"], 6);
+    // 6 of 30 images in folder order would be 2 classes.
+    assert!(
+        a["sample"]["classes"].as_u64().unwrap() >= 4,
+        "{}",
+        a["sample"]
+    );
+    assert_eq!(
+        a["perturbations"], b["perturbations"],
+        "same seed, same sample"
+    );
+}

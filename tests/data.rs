@@ -578,3 +578,16 @@ fn loader_arguments_and_early_drop() {
     assert!(batches.next().unwrap().is_ok());
     drop(batches);
 }
+
+#[test]
+fn random_subset_is_seeded_sorted_and_spans_the_range() {
+    use rvpt::data::random_subset;
+    let a = random_subset(1000, 50, 0);
+    assert_eq!(a, random_subset(1000, 50, 0));
+    assert_ne!(a, random_subset(1000, 50, 1));
+    assert_eq!(a.len(), 50);
+    assert!(a.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
+    assert!(*a.last().unwrap() > 500, "not the first indices: {a:?}");
+    assert_eq!(random_subset(5, 9, 0), [0, 1, 2, 3, 4]);
+    assert!(random_subset(5, 0, 0).is_empty());
+}

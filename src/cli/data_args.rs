@@ -14,9 +14,13 @@ pub struct DataArgs {
     /// What an unreadable image does: fail (named error) or skip (reported)
     #[arg(long, default_value = "fail", value_parser = ["fail", "skip"])]
     pub on_bad_image: String,
-    /// Evaluate only the first N images (in folder order)
+    /// Evaluate a random sample of N images (drawn with --sample-seed from every class, not the
+    /// first N in folder order)
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Seed of the --limit sample
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
     /// Use the 80 OpenAI ImageNet templates instead of "a photo of a {}."
     #[arg(long)]
     pub openai_templates: bool,
@@ -36,7 +40,10 @@ impl DataArgs {
         let folder = ImageFolder::open(dir, self.classnames.as_deref())?;
         let mut samples = folder.samples().to_vec();
         if let Some(n) = self.limit {
-            samples.truncate(n);
+            samples = rvpt::data::random_subset(samples.len(), n, self.sample_seed)
+                .into_iter()
+                .map(|i| samples[i].clone())
+                .collect();
         }
         let policy = if self.on_bad_image == "skip" {
             OnBadImage::Skip
@@ -51,5 +58,18 @@ impl DataArgs {
         )?
         .on_bad_image(policy);
         Ok((folder, loader))
+    }
+
+    /// What was evaluated, for `--json`: the image count, the classes present, and the sample.
+    pub fn sample_json(&self, loader: &Loader) -> serde_json::Value {
+        let mut classes: Vec<usize> = loader.samples().iter().map(|s| s.1).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        serde_json::json!({
+            "images": loader.len(),
+            "classes": classes.len(),
+            "limit": self.limit,
+            "sample_seed": self.limit.map(|_| self.sample_seed),
+        })
     }
 }

@@ -62,6 +62,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "prompts": args.model.prompts,
             "data": args.data,
             "templates": args.data_args.templates(),
+            "sample": args.data_args.sample_json(&loader),
             "report": report,
         }));
     }

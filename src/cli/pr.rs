@@ -52,6 +52,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "prompts": args.model.prompts,
             "images": args.images,
             "definition": "PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))]",
+            "sample": args.data_args.sample_json(&loader),
             "perturbations": results,
         }));
     }

@@ -14,7 +14,7 @@ mod sampler;
 pub use folder::{is_image_file, ImageFolder};
 pub use loader::{Batch, Batches, Item, Loader, OnBadImage, Skipped, Transform};
 pub use manifest::{CaptionManifest, LabeledManifest};
-pub use sampler::{k_shot, shuffled, TooFew};
+pub use sampler::{k_shot, random_subset, shuffled, TooFew};
 
 use crate::error::{Error, Result};
 

@@ -87,3 +87,21 @@ pub fn shuffled(indices: &[usize], seed: u64, epoch: u64) -> Vec<usize> {
     }
     out
 }
+
+/// `n` of the indices `0..len` drawn at random (seeded, tag `b"subset\0\0"`), in ascending
+/// order: a sample that spans a class-ordered folder instead of its first classes. `n >= len`
+/// keeps every index.
+pub fn random_subset(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..len).collect();
+    if n >= len {
+        return all;
+    }
+    let mut r = rng(seed, b"subset\0\0", 0);
+    for i in 0..n {
+        let j = r.random_range(i..len);
+        all.swap(i, j);
+    }
+    let mut picked = all[..n].to_vec();
+    picked.sort_unstable();
+    picked
+}
