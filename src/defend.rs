@@ -7,7 +7,8 @@ use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
 use crate::defences::{
-    self, linear_probe::LinearProbeConfig, parse_methods, DefenceContext, MethodSpec,
+    self, cleanclip::CleanClipConfig, linear_probe::LinearProbeConfig, parse_methods,
+    DefenceContext, MethodSpec, Outputs,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -35,6 +36,7 @@ pub struct DefendSettings {
     pub classnames: Option<PathBuf>,
     pub rvpt: RvptConfig,
     pub linear_probe: LinearProbeConfig,
+    pub cleanclip: CleanClipConfig,
     pub methods: Vec<MethodSpec>,
     pub perturbations: Vec<Perturbation>,
     pub device: Device,
@@ -60,6 +62,8 @@ pub struct MethodResult {
     pub epochs: Vec<EpochLog>,
     pub train_seconds: f64,
     pub prompts_file: Option<PathBuf>,
+    /// The fine-tuned model (CleanCLIP), loadable with `--weights`.
+    pub model_dir: Option<PathBuf>,
     /// Where the trigger's push comes from (with `--anatomy`).
     pub anatomy: Option<AnatomyReport>,
 }
@@ -144,12 +148,15 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
     };
     let ctx = DefenceContext {
         model,
+        weights: &engine.weights,
+        tokenizer: &engine.tokenizer,
         text: &text,
         classes: &classes,
         samples: &samples,
         image_size: size,
         rvpt: &s.rvpt,
         linear_probe: &s.linear_probe,
+        cleanclip: &s.cleanclip,
         dtype: s.dtype,
         device: s.device.clone(),
         base_sha256: engine.checkpoint_sha256().unwrap_or_default().to_string(),
@@ -157,11 +164,18 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
     };
     let mut results = Vec::new();
     for m in &s.methods {
-        let file = s
-            .out_dir
-            .join(format!("prompts-{}-{}.safetensors", case.name, m.name));
+        let out = Outputs {
+            prompts_file: s
+                .out_dir
+                .join(format!("prompts-{}-{}.safetensors", case.name, m.name)),
+            model_dir: s.out_dir.join(format!("model-{}-{}", case.name, m.name)),
+        };
         let t0 = Instant::now();
-        let defended = defences::apply(m, &ctx, &file)?;
+        let defended = defences::apply(m, &ctx, &out)?;
+        let (model, text) = match &defended.model {
+            Some((m, t)) => (m, t),
+            None => (model, &text),
+        };
         let train_seconds = t0.elapsed().as_secs_f64();
         let prompted = defended
             .prompts
@@ -172,7 +186,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             Some(e) => e,
             None => model,
         };
-        let zs = defences::classifier(model, encoder, &classes, &text, defended.head);
+        let zs = defences::classifier(model, encoder, &classes, text, defended.head);
         let (ca, asr, pr) = measure(
             &zs,
             &loader,
@@ -201,7 +215,8 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             resistivity: pr,
             epochs: defended.epochs,
             train_seconds,
-            prompts_file: defended.prompts.is_some().then_some(file),
+            prompts_file: defended.prompts.is_some().then_some(out.prompts_file),
+            model_dir: defended.model.is_some().then_some(out.model_dir),
             anatomy,
         });
     }
@@ -408,6 +423,16 @@ pub struct DefendArgs {
     /// FR weights of RVPT, one prompt set each (several: methods rvpt-<lambda>); 0 adds VPT
     #[arg(long, default_value = "2", value_delimiter = ',', num_args = 1..)]
     pub lambda: Vec<f64>,
+    /// CleanCLIP: learning rate of AdamW (the paper's 5e-6 is for real CLIP; 3e-6 for WaNet)
+    #[arg(long, default_value_t = 5e-6)]
+    pub cleanclip_lr: f64,
+    /// CleanCLIP: epochs (batch 64)
+    #[arg(long, default_value_t = 10)]
+    pub cleanclip_epochs: usize,
+    /// CleanCLIP: a CSV of clean `path,caption` pairs to fine-tune on [default: the k shots,
+    /// captioned by the training folder's captions.csv or "a photo of a {class}."]
+    #[arg(long)]
+    pub cleanclip_pairs: Option<PathBuf>,
     /// Linear Probe: epochs of SGD (lr 0.01, momentum 0.9, batch 32, constant lr, as in the paper)
     #[arg(long, default_value_t = 40)]
     pub probe_epochs: usize,
@@ -555,6 +580,13 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
                 epochs: args.probe_epochs,
                 seed: args.seed,
                 ..LinearProbeConfig::default()
+            },
+            cleanclip: CleanClipConfig {
+                epochs: args.cleanclip_epochs,
+                lr: args.cleanclip_lr,
+                seed: args.seed,
+                pairs: args.cleanclip_pairs.clone(),
+                ..CleanClipConfig::default()
             },
             methods: methods.clone(),
             perturbations,

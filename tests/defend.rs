@@ -28,9 +28,11 @@ fn defend_writes_report_plots_and_usable_prompts() {
         "--out",
         out.to_str().unwrap(),
         "--methods",
-        "none,vpt,rvpt,linear-probe",
+        "none,vpt,rvpt,linear-probe,cleanclip",
         "--probe-epochs",
         "5",
+        "--cleanclip-epochs",
+        "1",
         "--anatomy",
         "--json",
     ]);
@@ -45,7 +47,10 @@ fn defend_writes_report_plots_and_usable_prompts() {
             .iter()
             .map(|m| m["method"].as_str().unwrap())
             .collect();
-        assert_eq!(methods, ["none", "linear-probe", "vpt", "rvpt"]);
+        assert_eq!(
+            methods,
+            ["none", "linear-probe", "cleanclip", "vpt", "rvpt"]
+        );
         let classifiers: Vec<&str> = case["results"]
             .as_array()
             .unwrap()
@@ -54,7 +59,13 @@ fn defend_writes_report_plots_and_usable_prompts() {
             .collect();
         assert_eq!(
             classifiers,
-            ["zero-shot", "linear probe", "zero-shot", "zero-shot"]
+            [
+                "zero-shot",
+                "linear probe",
+                "zero-shot",
+                "zero-shot",
+                "zero-shot"
+            ]
         );
         for m in case["results"].as_array().unwrap() {
             assert!(m["clean_accuracy"]["value"].as_f64().unwrap().is_finite());
@@ -65,7 +76,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
             assert!(a["written_push"].as_f64().unwrap().is_finite());
             assert_eq!(a["top"].as_array().unwrap().len(), 5);
         }
-        assert_eq!(case["results"][3]["epochs"].as_array().unwrap().len(), 2);
+        assert_eq!(case["results"][4]["epochs"].as_array().unwrap().len(), 2);
     }
     for f in [
         "report.json",
@@ -74,6 +85,8 @@ fn defend_writes_report_plots_and_usable_prompts() {
         "asr.png",
         "pr-badnet.png",
         "prompts-badnet-rvpt.safetensors",
+        "model-badnet-cleanclip/model.safetensors",
+        "model-badnet-cleanclip/tokenizer.json",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -110,6 +123,23 @@ fn defend_writes_report_plots_and_usable_prompts() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("trained on weights with sha256"));
+
+    // The CleanCLIP model is written where it can be evaluated again, and gives the CA the
+    // report measured (same model, same test images: the report used the toy test split).
+    let o = rvpt(&[
+        "eval",
+        "--weights",
+        out.join("model-badnet-cleanclip").to_str().unwrap(),
+        "--data",
+        out.join("toy-test").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        eval["report"]["clean_accuracy"]["value"],
+        report[0]["results"][2]["clean_accuracy"]["value"]
+    );
 }
 
 #[test]

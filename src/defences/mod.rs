@@ -3,14 +3,18 @@
 //! (`prompts`: VPT or RVPT), fit a linear head on the image embeddings (`linear_probe`). Every
 //! method is then measured by the same evaluation pass.
 
+pub mod cleanclip;
 pub mod linear_probe;
 pub mod prompts;
 
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, ImageEncoder, LinearHead};
 use crate::model::Clip;
+use crate::text::ClipTokenizer;
 use crate::train::rvpt::{DeepPrompts, EpochLog, PromptedEncoder, RvptConfig};
+use crate::weights::ResolvedWeights;
 use candle_core::{DType, Device, Tensor};
+use cleanclip::CleanClipConfig;
 use linear_probe::LinearProbeConfig;
 use std::path::PathBuf;
 
@@ -18,6 +22,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MethodSpec {
     pub name: String,
+    /// CleanCLIP fine-tunes the whole model first.
+    pub cleanclip: bool,
     /// FR weight of the prompts: 0 is VPT, above 0 RVPT; `None`, no prompts.
     pub lambda: Option<f64>,
     /// A linear head replaces the zero-shot head.
@@ -25,12 +31,12 @@ pub struct MethodSpec {
 }
 
 /// The stage names `--methods` accepts, joined by `+` (e.g. `rvpt+linear-probe`).
-pub const STAGES: [&str; 4] = ["none", "vpt", "rvpt", "linear-probe"];
+pub const STAGES: [&str; 5] = ["none", "cleanclip", "vpt", "rvpt", "linear-probe"];
 
 impl MethodSpec {
     /// Whether the method trains anything.
     pub fn is_none(&self) -> bool {
-        self.lambda.is_none() && !self.linear_probe
+        !self.cleanclip && self.lambda.is_none() && !self.linear_probe
     }
 }
 
@@ -68,6 +74,8 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
             )));
         }
         let linear_probe = has("linear-probe");
+        let cleanclip = has("cleanclip");
+        let prefix = if cleanclip { "cleanclip+" } else { "" };
         let suffix = if linear_probe { "+linear-probe" } else { "" };
         if has("rvpt") {
             if repelling.is_empty() {
@@ -82,35 +90,46 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
                     format!("rvpt-{lambda}")
                 };
                 push(MethodSpec {
-                    name: format!("{base}{suffix}"),
+                    name: format!("{prefix}{base}{suffix}"),
+                    cleanclip,
                     lambda: Some(lambda),
                     linear_probe,
                 });
             }
             if lambdas.contains(&0.0) {
                 push(MethodSpec {
-                    name: format!("vpt{suffix}"),
+                    name: format!("{prefix}vpt{suffix}"),
+                    cleanclip,
                     lambda: Some(0.0),
                     linear_probe,
                 });
             }
         } else if has("vpt") {
             push(MethodSpec {
-                name: format!("vpt{suffix}"),
+                name: format!("{prefix}vpt{suffix}"),
+                cleanclip,
                 lambda: Some(0.0),
                 linear_probe,
             });
         } else {
+            let name = match (cleanclip, linear_probe) {
+                (false, false) => "none",
+                (false, true) => "linear-probe",
+                (true, false) => "cleanclip",
+                (true, true) => "cleanclip+linear-probe",
+            };
             push(MethodSpec {
-                name: if linear_probe { "linear-probe" } else { "none" }.into(),
+                name: name.into(),
+                cleanclip,
                 lambda: None,
                 linear_probe,
             });
         }
     }
-    // VPT before RVPT, whatever the order of the weights: the table reads as a progression.
+    // Baselines, then VPT, then RVPT, whatever the order given: the table reads as a
+    // progression (the sort is stable, so lambdas keep their order).
     out.sort_by_key(|m| match m.lambda {
-        None if !m.linear_probe => 0,
+        None if m.is_none() => 0,
         None => 1,
         Some(0.0) => 2,
         Some(_) => 3,
@@ -120,8 +139,10 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
 
 /// What every defence trains from.
 pub struct DefenceContext<'a> {
-    /// The backdoored model.
+    /// The backdoored model, where it was loaded from, and its tokenizer.
     pub model: &'a Clip,
+    pub weights: &'a ResolvedWeights,
+    pub tokenizer: &'a ClipTokenizer,
     /// Class text embeddings (classes, projection_dim), unit rows.
     pub text: &'a Tensor,
     pub classes: &'a [String],
@@ -130,6 +151,7 @@ pub struct DefenceContext<'a> {
     pub image_size: u32,
     pub rvpt: &'a RvptConfig,
     pub linear_probe: &'a LinearProbeConfig,
+    pub cleanclip: &'a CleanClipConfig,
     pub dtype: DType,
     pub device: Device,
     /// sha256 of the backdoored checkpoint, recorded in prompt checkpoints.
@@ -139,22 +161,46 @@ pub struct DefenceContext<'a> {
 
 /// What a method produced, ready to evaluate.
 pub struct Defended {
+    /// The fine-tuned model and its class text embeddings (CleanCLIP); `None`: the backdoored
+    /// model and its text embeddings.
+    pub model: Option<(Clip, Tensor)>,
     pub prompts: Option<DeepPrompts>,
     pub head: Option<LinearHead>,
     /// The prompts' loss per epoch (empty without prompts).
     pub epochs: Vec<EpochLog>,
 }
 
-/// Runs the stages of `method`; prompt checkpoints go to `prompts_file`.
-pub fn apply(
-    method: &MethodSpec,
-    ctx: &DefenceContext,
-    prompts_file: &std::path::Path,
-) -> Result<Defended> {
-    let model = ctx.model;
+/// Where a method writes what it trains.
+pub struct Outputs {
+    /// The prompt checkpoint (VPT, RVPT).
+    pub prompts_file: PathBuf,
+    /// The fine-tuned model's directory (CleanCLIP).
+    pub model_dir: PathBuf,
+}
+
+/// Runs the stages of `method` in order: fine-tune, prompts, linear head.
+pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result<Defended> {
+    let tuned = if method.cleanclip {
+        let model = cleanclip::fine_tune(ctx, ctx.cleanclip, &out.model_dir)?;
+        let text =
+            crate::text::class_text_embeddings(&model, ctx.tokenizer, ctx.classes, &ctx.device)?;
+        Some((model, text))
+    } else {
+        None
+    };
+    let (model, text) = match &tuned {
+        Some((m, t)) => (m, t),
+        None => (ctx.model, ctx.text),
+    };
+    let base_sha256 = if tuned.is_some() {
+        crate::weights::sha256_file(&out.model_dir.join("model.safetensors"))?
+    } else {
+        ctx.base_sha256.clone()
+    };
     let (prompts, epochs) = match method.lambda {
         Some(lambda) => {
-            let (p, logs) = prompts::train(model, ctx, lambda, prompts_file)?;
+            let (p, logs) =
+                prompts::train(model, text, ctx, &base_sha256, lambda, &out.prompts_file)?;
             (Some(p), logs)
         }
         None => (None, Vec::new()),
@@ -168,7 +214,7 @@ pub fn apply(
             Some(e) => e,
             None => model,
         };
-        let classifier = classifier(model, encoder, ctx.classes, ctx.text, None);
+        let classifier = classifier(model, encoder, ctx.classes, text, None);
         let x = linear_probe::embeddings(&classifier, ctx.samples, ctx.image_size)?;
         let labels: Vec<usize> = ctx.samples.iter().map(|s| s.1).collect();
         Some(linear_probe::fit(
@@ -181,6 +227,7 @@ pub fn apply(
         None
     };
     Ok(Defended {
+        model: tuned,
         prompts,
         head,
         epochs,

@@ -7,12 +7,16 @@ use crate::model::Clip;
 use crate::train::rvpt::{
     checkpoint::FORMAT, fit, CheckpointMeta, DeepPrompts, EpochLog, FitState, PromptCheckpoint,
 };
+use candle_core::Tensor;
 use std::path::Path;
 
-/// Trains prompts on `model` with FR weight `lambda`; writes the checkpoint to `file`.
+/// Trains prompts on `model` (class text embeddings `text`, checkpoint sha256 `base_sha256`)
+/// with FR weight `lambda`; writes the checkpoint to `file`.
 pub fn train(
     model: &Clip,
+    text: &Tensor,
     ctx: &DefenceContext,
+    base_sha256: &str,
     lambda: f64,
     file: &Path,
 ) -> Result<(DeepPrompts, Vec<EpochLog>)> {
@@ -39,7 +43,7 @@ pub fn train(
         let meta = CheckpointMeta {
             format: FORMAT.into(),
             config: config.clone(),
-            base_sha256: ctx.base_sha256.clone(),
+            base_sha256: base_sha256.to_string(),
             seed: cfg.seed,
             epoch: st.logs.len(),
             first_block,
@@ -56,7 +60,7 @@ pub fn train(
     let use_cache = !cfg.augment;
     let state = fit(
         model,
-        ctx.text,
+        text,
         ctx.samples,
         &cfg,
         state,

@@ -32,6 +32,34 @@ pub fn clip_loss(
     Ok(((a + b)? / 2.0)?)
 }
 
+/// CleanCLIP's loss (Bansal et al., ICCV 2023): the multimodal InfoNCE (`clip_loss`) plus
+/// `inmodal_weight` times the unimodal one, the mean of the image-to-augmented-image and the
+/// text-to-augmented-text cross-entropies (one direction each, as CleanCLIP's `get_loss`), all at
+/// the model's logit scale.
+pub fn cleanclip_loss(
+    image_embeds: &Tensor,
+    augmented_image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    augmented_text_embeds: &Tensor,
+    log_scale: &Tensor,
+    inmodal_weight: f64,
+) -> Result<Tensor> {
+    let crossmodal = clip_loss(image_embeds, text_embeds, log_scale)?;
+    let n = image_embeds.dim(0)?;
+    let labels = Tensor::arange(0u32, n as u32, image_embeds.device())?;
+    let scale = log_scale.exp()?;
+    let one_way = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+        let logits = l2_normalize(a)?
+            .matmul(&l2_normalize(b)?.t()?)?
+            .broadcast_mul(&scale)?;
+        Ok(candle_nn::loss::cross_entropy(&logits, &labels)?)
+    };
+    let inmodal = ((one_way(image_embeds, augmented_image_embeds)?
+        + one_way(text_embeds, augmented_text_embeds)?)?
+        / 2.0)?;
+    Ok((crossmodal + (inmodal * inmodal_weight)?)?)
+}
+
 /// An image in [0, 1] (3, S, S) and its caption.
 pub struct Pair {
     pub image: Tensor,
