@@ -16,6 +16,7 @@ use crate::eval::{
     evaluate_with_resistivity, Attack, Classifier, ImageEncoder, PerturbationResult,
 };
 use crate::metrics::{AsrConvention, Rate};
+use crate::text::{class_text_embeddings_with, Templates};
 use crate::train::rvpt::{EpochLog, PromptedEncoder, RvptConfig};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,12 @@ pub struct Case {
 pub struct DefendSettings {
     pub train_dir: PathBuf,
     pub test_dir: PathBuf,
+    /// More test folders, each measured with its own classes (cross-dataset, cross-domain).
+    pub transfer_dirs: Vec<PathBuf>,
+    /// Class text templates (the CE's proxy captions and the zero-shot head).
+    pub templates: Templates,
+    /// woTC: drop the target class's shots (its text stays among the classes).
+    pub without_target_class: bool,
     pub classnames: Option<PathBuf>,
     pub rvpt: RvptConfig,
     pub linear_probe: LinearProbeConfig,
@@ -64,6 +71,8 @@ pub struct MethodResult {
     pub prompts_file: Option<PathBuf>,
     /// The fine-tuned model (CleanCLIP), loadable with `--weights`.
     pub model_dir: Option<PathBuf>,
+    /// The same defended model on the other test folders.
+    pub transfer: Vec<TransferResult>,
     /// Where the trigger's push comes from (with `--anatomy`).
     pub anatomy: Option<AnatomyReport>,
 }
@@ -101,6 +110,73 @@ fn measure(
     Ok((report.clean_accuracy, asr, pr))
 }
 
+/// A defended model measured on another test folder, with that folder's classes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransferResult {
+    pub test_data: PathBuf,
+    pub classes: usize,
+    pub test_images: usize,
+    /// `None` for a linear probe on other classes than it was trained for.
+    pub clean_accuracy: Option<Rate>,
+    /// `None` when the folder has no class named like the target.
+    pub attack_success_rate: Option<Rate>,
+    pub note: Option<String>,
+}
+
+/// CA (and ASR when the target class is there) of a defended model on another test folder.
+#[allow(clippy::too_many_arguments)]
+fn transfer_eval(
+    dir: &Path,
+    s: &DefendSettings,
+    engine: &Engine,
+    model: &crate::model::Clip,
+    encoder: &dyn ImageEncoder,
+    linear_head: bool,
+    trigger: &Trigger,
+    target: &str,
+) -> Result<TransferResult> {
+    let folder = ImageFolder::open(dir, None)?;
+    let mut result = TransferResult {
+        test_data: dir.to_path_buf(),
+        classes: folder.classes().len(),
+        test_images: folder.len(),
+        clean_accuracy: None,
+        attack_success_rate: None,
+        note: None,
+    };
+    if linear_head {
+        result.note = Some("a linear probe has no zero-shot head for other classes".into());
+        return Ok(result);
+    }
+    let text = class_text_embeddings_with(
+        model,
+        &engine.tokenizer,
+        folder.classes(),
+        s.templates.clone(),
+        &s.device,
+    )?;
+    let zs = defences::classifier(model, encoder, folder.classes(), &text, None);
+    let loader = Loader::new(
+        folder.samples().to_vec(),
+        Transform::eval(engine.image_size()),
+        s.eval_batch,
+        &Device::Cpu,
+    )?;
+    let attack = folder.class_index(target).ok().map(|t| Attack {
+        trigger,
+        target: t,
+        seed: s.eval_seed,
+        convention: AsrConvention::ExcludeTarget,
+    });
+    if attack.is_none() {
+        result.note = Some(format!("no class `{target}`: CA only"));
+    }
+    let r = crate::eval::evaluate(&zs, &loader, attack.as_ref(), s.show_progress)?;
+    result.clean_accuracy = Some(r.clean_accuracy);
+    result.attack_success_rate = r.attack_success_rate;
+    Ok(result)
+}
+
 /// Runs every method on one backdoored model.
 pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
     let engine = Engine::load(&case.weights, &s.device, s.dtype)?;
@@ -123,8 +199,12 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         s.rvpt.seed,
         TooFew::Error,
     )?;
-    let samples: Vec<(PathBuf, usize)> =
-        picks.iter().map(|&i| train.samples()[i].clone()).collect();
+    let target = test.class_index(&case.target)?;
+    let samples: Vec<(PathBuf, usize)> = picks
+        .iter()
+        .map(|&i| train.samples()[i].clone())
+        .filter(|s_| !(s.without_target_class && s_.1 == target))
+        .collect();
     let loader = Loader::new(
         test.samples().to_vec(),
         Transform::eval(size),
@@ -132,10 +212,16 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         &Device::Cpu,
     )?;
     let model = &engine.model;
-    let text = crate::text::class_text_embeddings(model, &engine.tokenizer, &classes, &s.device)?;
+    let text = class_text_embeddings_with(
+        model,
+        &engine.tokenizer,
+        &classes,
+        s.templates.clone(),
+        &s.device,
+    )?;
     let attack = Attack {
         trigger: &trigger,
-        target: test.class_index(&case.target)?,
+        target,
         seed: s.eval_seed,
         convention: AsrConvention::ExcludeTarget,
     };
@@ -157,6 +243,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         rvpt: &s.rvpt,
         linear_probe: &s.linear_probe,
         cleanclip: &s.cleanclip,
+        templates: &s.templates,
         dtype: s.dtype,
         device: s.device.clone(),
         base_sha256: engine.checkpoint_sha256().unwrap_or_default().to_string(),
@@ -195,6 +282,22 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             s.eval_seed,
             s.show_progress,
         )?;
+        let transfer = s
+            .transfer_dirs
+            .iter()
+            .map(|dir| {
+                transfer_eval(
+                    dir,
+                    s,
+                    &engine,
+                    model,
+                    encoder,
+                    zs.head.is_some(),
+                    &trigger,
+                    &case.target,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         let anatomy = if s.anatomy {
             Some(trigger_push(
                 &zs,
@@ -217,6 +320,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             train_seconds,
             prompts_file: defended.prompts.is_some().then_some(out.prompts_file),
             model_dir: defended.model.is_some().then_some(out.model_dir),
+            transfer,
             anatomy,
         });
     }
@@ -287,6 +391,30 @@ pub fn table(r: &CaseResult) -> String {
             );
         }
         out += "\n";
+    }
+    let transfers = r.results.first().map_or(0, |m| m.transfer.len());
+    for k in 0..transfers {
+        let t0 = &r.results[0].transfer[k];
+        out += &format!(
+            "  on {} ({} classes, {} images): CA % / ASR %\n",
+            t0.test_data.display(),
+            t0.classes,
+            t0.test_images
+        );
+        for m in &r.results {
+            let t = &m.transfer[k];
+            let pct = |r: &Option<Rate>| {
+                r.as_ref()
+                    .map_or("-".into(), |r| format!("{:.1}", 100.0 * r.value))
+            };
+            out += &format!(
+                "  {:<w$} {:>7} {:>7}  {}\n",
+                m.method,
+                pct(&t.clean_accuracy),
+                pct(&t.attack_success_rate),
+                t.note.as_deref().unwrap_or("")
+            );
+        }
     }
     out
 }
@@ -395,9 +523,10 @@ pub struct DefendArgs {
     /// Training image folder (one sub-folder per class); k shots per class are drawn from it
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Test image folder with the same classes
-    #[arg(long)]
-    pub test_data: Option<PathBuf>,
+    /// Test image folder with the same classes; more folders after a comma are measured too,
+    /// each with its own classes (cross-dataset, cross-domain: tune once, evaluate on several)
+    #[arg(long, value_delimiter = ',')]
+    pub test_data: Vec<PathBuf>,
     /// Class names file for both folders
     #[arg(long)]
     pub classnames: Option<PathBuf>,
@@ -407,6 +536,14 @@ pub struct DefendArgs {
     /// The backdoor's target class
     #[arg(long)]
     pub target: Option<String>,
+    /// woTC: drop the target class's shots (an emerging target class the defender has no
+    /// images of); its text stays among the classes
+    #[arg(long)]
+    pub without_target_class: bool,
+    /// Class text template: single ("a photo of a {}."), openai80, pets ("a photo of a {}, a
+    /// type of pet."), or any text with one {} for the class name
+    #[arg(long, default_value = "single", value_parser = Templates::parse)]
+    pub template: Templates,
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,
     #[arg(long, default_value_t = 16)]
@@ -523,7 +660,7 @@ fn select_cases(all: Vec<(Case, bool)>, names: &[String]) -> Result<Vec<Case>> {
 /// Runs the defence and writes the report; prints tables (or JSON).
 pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let (cases, train_dir, test_dir) = match &args.weights {
+    let (cases, train_dir, test_dir, transfer_dirs) = match &args.weights {
         Some(w) => {
             let need = |o: &Option<String>, what: &str| {
                 o.clone()
@@ -539,16 +676,22 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
                 o.clone()
                     .ok_or_else(|| Error::Invalid(format!("--weights needs --{what}")))
             };
+            let (test, transfer) = args
+                .test_data
+                .split_first()
+                .ok_or_else(|| Error::Invalid("--weights needs --test-data".into()))?;
             (
                 vec![case],
                 dir(&args.data, "data")?,
-                dir(&args.test_data, "test-data")?,
+                test.clone(),
+                transfer.to_vec(),
             )
         }
+        // The toy cases are measured on the toy test split; --test-data folders come on top.
         None => {
             let cases = select_cases(toy_cases(), &args.cases)?;
             let (train, test) = crate::toy::lab::ensure_splits(&args.out, args.shots.max(16))?;
-            (cases, train, test)
+            (cases, train, test, args.test_data.clone())
         }
     };
     let mut rvpt = RvptConfig {
@@ -574,6 +717,9 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
         let settings = DefendSettings {
             train_dir: train_dir.clone(),
             test_dir: test_dir.clone(),
+            transfer_dirs: transfer_dirs.clone(),
+            templates: args.template.clone(),
+            without_target_class: args.without_target_class,
             classnames: args.classnames.clone(),
             rvpt: rvpt.clone(),
             linear_probe: LinearProbeConfig {

@@ -110,20 +110,40 @@ pub fn parse_labels(list: &str) -> Result<Vec<String>> {
 /// OpenAI's 80 ImageNet prompt templates (`{}` = class name), from open_clip's metadata.
 pub const OPENAI_TEMPLATES: &str = include_str!("../assets/openai_imagenet_templates.txt");
 
-/// The templates to average over: the single "a photo of a {}." or OpenAI's 80.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+/// The template the RVPT paper uses for OxfordPets.
+pub const PETS_TEMPLATE: &str = "a photo of a {}, a type of pet.";
+
+/// The templates to average over: the single "a photo of a {}.", OpenAI's 80, or one given.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Templates {
     #[default]
     Single,
     OpenAi80,
+    /// One template with a `{}` for the class name.
+    Custom(String),
 }
 
 impl Templates {
-    pub fn list(self) -> Vec<String> {
+    /// `--template`: `single` ("a photo of a {}."), `openai80`, `pets` ("a photo of a {}, a
+    /// type of pet."), or any text with exactly one `{}`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec {
+            "single" => Ok(Templates::Single),
+            "openai80" => Ok(Templates::OpenAi80),
+            "pets" => Ok(Templates::Custom(PETS_TEMPLATE.into())),
+            t if t.matches("{}").count() == 1 => Ok(Templates::Custom(t.into())),
+            t => Err(Error::Invalid(format!(
+                "--template `{t}`: use single, openai80, pets, or a text with one `{{}}` for the class name"
+            ))),
+        }
+    }
+
+    pub fn list(&self) -> Vec<String> {
         match self {
             Templates::Single => vec![CLASS_TEMPLATE.to_string()],
             Templates::OpenAi80 => OPENAI_TEMPLATES.lines().map(str::to_string).collect(),
+            Templates::Custom(t) => vec![t.clone()],
         }
     }
 }

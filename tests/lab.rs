@@ -119,6 +119,26 @@ fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
             "{}: share of blocks 6-11 {share}",
             case.weights
         );
+        assert!(
+            v["anatomy"]["written_push"].as_f64().unwrap()
+                > 0.5 * v["anatomy"]["gross_push"].as_f64().unwrap()
+        );
+        // The clean model's components move the target logit both ways: no backdoor, and the
+        // verdict says the shares mean nothing rather than printing them.
+        let v = json(&[
+            "anatomy",
+            "--weights",
+            "toy2-clean",
+            "--images",
+            &test,
+            "--trigger",
+            case.trigger,
+            "--target",
+            "heart",
+            "--json",
+        ]);
+        let verdict = v["anatomy"]["verdict"].as_str().unwrap();
+        assert!(verdict.contains("cancel"), "toy2-clean: {verdict}");
     }
 }
 

@@ -49,6 +49,9 @@ pub struct AnatomyReport {
     pub total_push: f64,
     /// The part of it the heads and MLPs write: what every `share` divides.
     pub written_push: f64,
+    /// The heads' and MLPs' pushes in absolute value: `written_push` well below it means they
+    /// cancel (no backdoor), and the shares say nothing.
+    pub gross_push: f64,
     pub components: Vec<ComponentPush>,
     pub layers: Vec<LayerPush>,
     /// The blocks the default prompts act in, `first..end`.
@@ -188,6 +191,14 @@ fn summarise(
         .filter(|(c, _)| c.layer().is_some())
         .map(|(_, p)| p)
         .sum();
+    // Shares mean something only when the pushes add up rather than cancel: a clean model's
+    // components move the target logit both ways by similar amounts around a net near zero.
+    let gross: f64 = comps
+        .iter()
+        .zip(pushes)
+        .filter(|(c, _)| c.layer().is_some())
+        .map(|(_, p)| p.abs())
+        .sum();
     let share = |p: f64| p / written;
     let components: Vec<ComponentPush> = comps
         .iter()
@@ -230,7 +241,7 @@ fn summarise(
     top.sort_by(|a, b| b.push.total_cmp(&a.push));
     top.truncate(spec.top);
     let target = zs.classes[spec.target].clone();
-    let verdict = if written > 0.0 {
+    let verdict = if written > 0.5 * gross {
         format!(
             "{:.0}% of the heads' and MLPs' push towards `{target}` comes from blocks {first}–{} \
              (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
@@ -243,7 +254,8 @@ fn summarise(
         )
     } else {
         format!(
-            "the heads and MLPs do not push towards `{target}` under the trigger (net {written:.3}): no backdoor to locate"
+            "the heads' and MLPs' pushes towards `{target}` under the trigger cancel (net \
+             {written:.3} of {gross:.3} in absolute value): no backdoor to locate, shares are not meaningful"
         )
     };
     AnatomyReport {
@@ -253,6 +265,7 @@ fn summarise(
         attack_success_rate: Rate::new(hits, images),
         total_push: total,
         written_push: written,
+        gross_push: gross,
         components,
         layers: layer_rows,
         prompted_blocks: (first, layers),

@@ -21,17 +21,21 @@ pub struct DataArgs {
     /// Seed of the --limit sample
     #[arg(long, default_value_t = 0)]
     pub sample_seed: u64,
-    /// Use the 80 OpenAI ImageNet templates instead of "a photo of a {}."
-    #[arg(long)]
+    /// Use the 80 OpenAI ImageNet templates instead of "a photo of a {}." (= --template openai80)
+    #[arg(long, conflicts_with = "template")]
     pub openai_templates: bool,
+    /// Class text template: single ("a photo of a {}."), openai80, pets ("a photo of a {}, a
+    /// type of pet."), or any text with one {} for the class name
+    #[arg(long, value_parser = rvpt::text::Templates::parse)]
+    pub template: Option<rvpt::text::Templates>,
 }
 
 impl DataArgs {
     pub fn templates(&self) -> rvpt::text::Templates {
-        if self.openai_templates {
-            rvpt::text::Templates::OpenAi80
-        } else {
-            rvpt::text::Templates::Single
+        match (&self.template, self.openai_templates) {
+            (Some(t), _) => t.clone(),
+            (None, true) => rvpt::text::Templates::OpenAi80,
+            (None, false) => rvpt::text::Templates::Single,
         }
     }
 

@@ -152,6 +152,8 @@ pub struct DefenceContext<'a> {
     pub rvpt: &'a RvptConfig,
     pub linear_probe: &'a LinearProbeConfig,
     pub cleanclip: &'a CleanClipConfig,
+    /// The class text templates (`text` was made with them).
+    pub templates: &'a crate::text::Templates,
     pub dtype: DType,
     pub device: Device,
     /// sha256 of the backdoored checkpoint, recorded in prompt checkpoints.
