@@ -181,6 +181,7 @@ fn transfer_eval(
 pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
     let engine = Engine::load(&case.weights, &s.device, s.dtype)?;
     let trigger = Trigger::parse(&case.trigger)?;
+    engine.weights.check_trigger(&trigger, s.eval_seed)?;
     let size = engine.image_size();
     let train = ImageFolder::open(&s.train_dir, s.classnames.as_deref())?;
     let test = ImageFolder::open(&s.test_dir, s.classnames.as_deref())?;

@@ -30,6 +30,9 @@ pub struct ManifestEntry {
     pub tokenizer: Option<String>,
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
+    /// The trigger a backdoored model was planted with, and its seed (see `attacks::planted`).
+    pub trigger: Option<String>,
+    pub trigger_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +102,20 @@ pub struct ResolvedWeights {
     pub config: Option<PathBuf>,
     pub tokenizer: Option<PathBuf>,
     pub files: Vec<WeightFile>,
+    /// The trigger the model was planted with: from its `weights.toml` entry, else from a
+    /// `trigger.json` next to the checkpoint.
+    pub planted: Option<crate::attacks::planted::PlantedTrigger>,
+}
+
+impl ResolvedWeights {
+    /// Refuses evaluating a model under a variant of the trigger it was planted with (see
+    /// `PlantedTrigger::check`).
+    pub fn check_trigger(&self, trigger: &crate::attacks::Trigger, seed: u64) -> Result<()> {
+        match &self.planted {
+            Some(p) => p.check(trigger, seed),
+            None => Ok(()),
+        }
+    }
 }
 
 /// sha256 of a file, streamed.
@@ -169,6 +186,7 @@ fn resolve_local(path: &Path) -> Result<ResolvedWeights> {
         config: sibling(&dir, "config.json"),
         tokenizer: sibling(&dir, "tokenizer.json"),
         files: Vec::new(),
+        planted: crate::attacks::planted::PlantedTrigger::read(&dir)?,
     })
 }
 
@@ -254,6 +272,7 @@ fn resolve_hub(
         config,
         tokenizer,
         files: Vec::new(),
+        planted: None,
     })
 }
 
@@ -287,6 +306,7 @@ fn resolve_entry(settings: &HubSettings, entry: &ManifestEntry) -> Result<Resolv
                 config: file(&entry.config),
                 tokenizer: file(&entry.tokenizer),
                 files: Vec::new(),
+                planted: crate::attacks::planted::PlantedTrigger::read(&dir)?,
             }
         }
         (None, Some(repo)) => {
@@ -301,6 +321,35 @@ fn resolve_entry(settings: &HubSettings, entry: &ManifestEntry) -> Result<Resolv
         }
     };
     resolved.files = verify_files(&resolved, &entry.sha256)?;
+    match (&entry.trigger, entry.trigger_seed) {
+        (Some(trigger), seed) => {
+            // Canonical form, so `check` compares like with like.
+            let parsed = crate::attacks::Trigger::parse(trigger).map_err(|e| Error::Resolve {
+                spec: entry.name.clone(),
+                reason: format!("its `trigger` does not parse: {e}"),
+            })?;
+            if parsed.is_seeded() && seed.is_none() {
+                return Err(Error::Resolve {
+                    spec: entry.name.clone(),
+                    reason: format!(
+                        "its trigger `{trigger}` is drawn from a seed: give `trigger_seed`"
+                    ),
+                });
+            }
+            resolved.planted = Some(crate::attacks::planted::PlantedTrigger {
+                trigger: parsed.name(),
+                seed: seed.unwrap_or(0),
+                target: None,
+            });
+        }
+        (None, Some(_)) => {
+            return Err(Error::Resolve {
+                spec: entry.name.clone(),
+                reason: "`trigger_seed` without `trigger`".into(),
+            })
+        }
+        (None, None) => {}
+    }
     Ok(resolved)
 }
 

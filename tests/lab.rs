@@ -203,6 +203,26 @@ fn ci_sized_poisoning_raises_asr() {
         after > before + 0.3,
         "poisoning did not raise ASR: {before} → {after}"
     );
+    // The attack wrote what it planted; eval then refuses another seed of that fixed pattern.
+    let planted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("trigger.json")).unwrap()).unwrap();
+    assert_eq!(planted["trigger"], "badnet:fixed,size=4");
+    assert_eq!(planted["seed"], 7);
+    assert_eq!(planted["target"], "heart");
+    let (ok, _, err) = rvpt(&[
+        "eval",
+        "--weights",
+        out.to_str().unwrap(),
+        "--data",
+        &test,
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--seed",
+        "8",
+    ]);
+    assert!(!ok && err.contains("planted with"), "{err}");
 }
 
 #[test]
@@ -433,4 +453,58 @@ fn anatomy_names_bad_input() {
     assert!(!ok && err.contains("--prompted-blocks 13"), "{err}");
     let (ok, _, err) = run(&["--target", "heart", "--reference", "tiny-random"]);
     assert!(!ok && err.contains("cannot splice"), "{err}");
+}
+
+/// B3: a model is evaluated under the fixed trigger it was planted with. weights.toml declares
+/// it for the toy models; another seed or other options of the same fixed pattern are refused,
+/// naming the planted one; another kind of trigger, or a per-image random patch, is allowed.
+#[test]
+fn a_variant_of_the_planted_fixed_trigger_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 2);
+    let eval = |trigger: &str, seed: &str| {
+        rvpt(&[
+            "eval",
+            "--weights",
+            "toy2-badnet",
+            "--data",
+            &test,
+            "--trigger",
+            trigger,
+            "--target",
+            "heart",
+            "--seed",
+            seed,
+        ])
+    };
+    let (ok, _, err) = eval("badnet:fixed,size=4", "3");
+    assert!(!ok);
+    assert!(
+        err.contains("planted with trigger `badnet:fixed,size=4` (seed 7)"),
+        "{err}"
+    );
+    let (ok, _, err) = eval("badnet:fixed,size=3", "7");
+    assert!(!ok, "another size of the fixed pattern: {err}");
+    for (trigger, seed) in [
+        ("badnet:fixed,size=4", "7"),
+        ("badnet:size=3", "3"),
+        ("blended:fixed", "3"),
+    ] {
+        let (ok, _, err) = eval(trigger, seed);
+        assert!(ok, "{trigger} seed {seed}: {err}");
+    }
+    let (ok, _, err) = rvpt(&[
+        "anatomy",
+        "--weights",
+        "toy2-badnet",
+        "--images",
+        &test,
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--seed",
+        "1",
+    ]);
+    assert!(!ok && err.contains("planted with"), "{err}");
 }

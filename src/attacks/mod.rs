@@ -20,6 +20,7 @@ pub mod label_consistent;
 pub mod optimise;
 pub mod patch;
 pub mod perturb;
+pub mod planted;
 pub mod wanet;
 
 pub use badnet::BadNet;
@@ -113,6 +114,17 @@ impl Trigger {
     }
 
     /// The canonical spec (defaults omitted); `Trigger::parse(&t.name())` gives `t` back.
+    /// Whether the trigger is one pattern drawn from its seed (a fixed pattern, a warp field):
+    /// under another seed it is another trigger. (Per-image noise is a fresh draw anyway.)
+    pub fn is_seeded(&self) -> bool {
+        match self {
+            Trigger::BadNet(b) => b.fixed,
+            Trigger::WaNet(_) => true,
+            Trigger::Blended(b) => matches!(b.pattern, blended::BlendPattern::FixedNoise),
+            Trigger::LabelConsistent(_) | Trigger::Patch(_) => false,
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Trigger::BadNet(t) => t.name(),

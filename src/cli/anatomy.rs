@@ -53,6 +53,7 @@ pub struct Args {
 pub fn run(args: Args) -> rvpt::Result<()> {
     let trigger = Trigger::parse(&args.trigger)?;
     let engine = args.model.load()?;
+    engine.weights.check_trigger(&trigger, args.seed)?;
     let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
     let zs = engine.zero_shot(&engine.model, folder.classes(), args.data_args.templates())?;

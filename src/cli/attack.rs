@@ -127,6 +127,11 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             .unwrap_or("a photo of a {}.")
             .replace("{}", &target)
     });
+    let planted = rvpt::attacks::planted::PlantedTrigger {
+        trigger: Trigger::parse(&trigger_spec)?.name(),
+        seed: args.trigger_seed,
+        target: Some(target.clone()),
+    };
     let poisoner: Box<dyn Poisoner> = match lc {
         Some(lc_trigger) => {
             let d = PgdConfig::default();
@@ -221,6 +226,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         }
         None => rvpt::model::init::write_atomic(&tok_out, rvpt::text::EMBEDDED_TOKENIZER)?,
     }
+    // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
+    planted.write(&out)?;
     let last = logs.last().map_or(f32::NAN, |l| l.loss);
     let caption = match &poison_caption {
         Some(c) => format!("\"{c}\""),

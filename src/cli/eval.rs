@@ -34,6 +34,9 @@ pub struct Args {
 pub fn run(args: Args) -> rvpt::Result<()> {
     let trigger = args.trigger.as_deref().map(Trigger::parse).transpose()?;
     let engine = args.model.load()?;
+    if let Some(t) = &trigger {
+        engine.weights.check_trigger(t, args.seed)?;
+    }
     let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;

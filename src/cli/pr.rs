@@ -30,6 +30,11 @@ pub struct Args {
 pub fn run(args: Args) -> rvpt::Result<()> {
     let perturbations = Perturbation::parse_list(&args.perturb)?;
     let engine = args.model.load()?;
+    for p in &perturbations {
+        if let Perturbation::Trigger(t) = p {
+            engine.weights.check_trigger(t, args.seed)?;
+        }
+    }
     let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
     let prompts = args.model.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
