@@ -2,6 +2,8 @@
 //! RGB → resize the shortest edge with bicubic (a = -0.5, antialiased when shrinking, as PIL) →
 //! centre crop → /255 → normalise with the CLIP mean and std.
 
+pub mod pil;
+
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use image::{imageops::FilterType, RgbImage};
@@ -59,14 +61,14 @@ pub fn shortest_edge_size(width: u32, height: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// Bicubic resize so the shortest edge is `size`. `CatmullRom` is the a = -0.5 cubic PIL uses,
-/// and the `image` crate widens its support when shrinking, as PIL does.
+/// Bicubic resize so the shortest edge is `size`, bit-exact with Pillow's (what CLIP's
+/// preprocessing calls): see [`pil`].
 pub fn resize_shortest_edge(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = shortest_edge_size(img.width(), img.height(), size);
     if (w, h) == img.dimensions() {
         return img.clone();
     }
-    image::imageops::resize(img, w, h, FilterType::CatmullRom)
+    pil::resize_bicubic(img, w, h)
 }
 
 /// Centre crop with transformers' rounding: top = (h - crop) // 2, left = (w - crop) // 2.

@@ -73,3 +73,48 @@ fn unreadable_image_is_named() {
         other => panic!("expected MissingFile, got {other:?}"),
     }
 }
+
+/// Pillow's bicubic resize, bit for bit (tests/reference/make_resize_fixtures.py): enlarging
+/// and reducing, real photos and a high-frequency pattern.
+#[test]
+fn pil_resize_is_bit_exact() {
+    let r = load_tensors("resize.safetensors");
+    let pattern = |w: u32, h: u32| {
+        ::image::RgbImage::from_fn(w, h, |x, y| {
+            ::image::Rgb(std::array::from_fn(|c| {
+                ((x * 7 + y * 13 + c as u32 * 101 + (x * y) % 31) % 256) as u8
+            }))
+        })
+    };
+    let cases = [
+        (
+            "coffee_336x224",
+            image::load_rgb(&fixture("images/coffee.png")).unwrap(),
+            (336, 224),
+        ),
+        (
+            "camera_224x298",
+            image::load_rgb(&fixture("images/camera.png")).unwrap(),
+            (224, 298),
+        ),
+        ("pattern451x300_168x112", pattern(451, 300), (168, 112)),
+        ("pattern37x23_91x57", pattern(37, 23), (91, 57)),
+    ];
+    for (name, img, (w, h)) in cases {
+        let ours = image::pil::resize_bicubic(&img, w, h);
+        let theirs: Vec<u8> = r[name].flatten_all().unwrap().to_vec1().unwrap();
+        let differ = ours
+            .as_raw()
+            .iter()
+            .zip(&theirs)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(ours.as_raw().len(), theirs.len(), "{name}: size");
+        assert_eq!(
+            differ,
+            0,
+            "{name}: {differ} of {} values differ from Pillow",
+            theirs.len()
+        );
+    }
+}
