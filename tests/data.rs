@@ -591,3 +591,97 @@ fn random_subset_is_seeded_sorted_and_spans_the_range() {
     assert_eq!(random_subset(5, 9, 0), [0, 1, 2, 3, 4]);
     assert!(random_subset(5, 0, 0).is_empty());
 }
+
+/// ImageNet's `train/n01440764/…` folders get CLIP's class names without being asked, or with
+/// `--classnames imagenet`; other folders keep their names.
+#[test]
+fn imagenet_synset_folders_get_clip_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, synset) in ["n01443537", "n01440764", "n15075141"].iter().enumerate() {
+        write_png(&dir.path().join(synset).join("a.png"), 8, 8, i as u32);
+    }
+    let f = ImageFolder::open(dir.path(), None).unwrap();
+    assert_eq!(f.classes(), ["tench", "goldfish", "toilet paper"]);
+    assert_eq!(f.class_index("goldfish").unwrap(), 1);
+    let g = ImageFolder::open(dir.path(), Some(Path::new(rvpt::data::IMAGENET))).unwrap();
+    assert_eq!(g.classes(), f.classes());
+    assert_eq!(rvpt::data::IMAGENET_CLASSNAMES.lines().count(), 1000);
+    write_png(&dir.path().join("not-a-synset").join("a.png"), 8, 8, 9);
+    let h = ImageFolder::open(dir.path(), None).unwrap();
+    assert_eq!(h.classes()[3], "not-a-synset");
+    assert_eq!(
+        h.classes()[0],
+        "n01440764",
+        "a mixed tree keeps folder names"
+    );
+}
+
+/// CoOp's split files (OxfordPets: images/ next to the file; Caltech101: class sub-folders of
+/// 101_ObjectCategories/): `file.json#split` reads a split, labels and class names as written.
+#[test]
+fn coop_split_files_read_like_coop() {
+    let dir = tempfile::tempdir().unwrap();
+    let pets = dir.path().join("oxford_pets");
+    for (i, f) in [
+        "Abyssinian_1.jpg",
+        "american_bulldog_2.jpg",
+        "Abyssinian_3.jpg",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_png(&pets.join("images").join(f), 8, 8, i as u32);
+    }
+    let split = serde_json::json!({
+        "train": [["american_bulldog_2.jpg", 1, "american_bulldog"], ["Abyssinian_1.jpg", 0, "abyssinian"]],
+        "val": [],
+        "test": [["Abyssinian_3.jpg", 0, "abyssinian"], ["american_bulldog_2.jpg", 1, "american_bulldog"]]
+    });
+    let file = pets.join("split_zhou_OxfordPets.json");
+    std::fs::write(&file, split.to_string()).unwrap();
+    let spec = format!("{}#train", file.display());
+    let f = ImageFolder::open(Path::new(&spec), None).unwrap();
+    assert_eq!(f.classes(), ["abyssinian", "american bulldog"]);
+    let got = names(f.samples(), &pets.join("images"));
+    assert_eq!(
+        got,
+        [
+            ("Abyssinian_1.jpg".to_string(), 0),
+            ("american_bulldog_2.jpg".to_string(), 1)
+        ]
+    );
+
+    let cal = dir.path().join("caltech-101");
+    write_png(
+        &cal.join("101_ObjectCategories/accordion/image_0001.jpg"),
+        8,
+        8,
+        5,
+    );
+    let file = cal.join("split_zhou_Caltech101.json");
+    std::fs::write(
+        &file,
+        r#"{"train": [], "val": [], "test": [["accordion/image_0001.jpg", 0, "accordion"]]}"#,
+    )
+    .unwrap();
+    let f = ImageFolder::open(Path::new(&format!("{}#test", file.display())), None).unwrap();
+    assert_eq!(f.classes(), ["accordion"]);
+    assert!(f.samples()[0]
+        .0
+        .ends_with("101_ObjectCategories/accordion/image_0001.jpg"));
+
+    // Named errors: an unknown split, an empty one, a label with two names.
+    let err = |spec: String| {
+        ImageFolder::open(Path::new(&spec), None)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(format!("{}#dev", file.display())).contains("no `dev` list"));
+    assert!(err(format!("{}#train", file.display())).contains("empty"));
+    std::fs::write(
+        &file,
+        r#"{"test": [["accordion/image_0001.jpg", 0, "accordion"], ["accordion/image_0001.jpg", 0, "banjo"]]}"#,
+    )
+    .unwrap();
+    assert!(err(format!("{}#test", file.display())).contains("label 0 is `accordion` and `banjo`"));
+}

@@ -33,7 +33,18 @@ impl ImageFolder {
     /// per line in sorted-folder order, or `folder<TAB>name` lines (an Imagenette / ImageNet
     /// `synset\tname` tsv; entries for folders that are absent are ignored). Blank lines are
     /// skipped. A class folder with no image is an error (`EmptyClass`), as in torchvision.
+    ///
+    /// `path/split_zhou_X.json#train` (`#val`, `#test`) reads a split of a CoOp split file
+    /// instead (see `data::coop`).
     pub fn open(dir: &Path, classnames: Option<&Path>) -> Result<Self> {
+        if let Some((file, split)) = super::coop::parse_spec(dir) {
+            if classnames.is_some() {
+                return Err(Error::Invalid(
+                    "a CoOp split file names its classes: drop --classnames".into(),
+                ));
+            }
+            return super::coop::open(&file, &split);
+        }
         if !dir.exists() {
             return Err(Error::MissingFile(dir.to_path_buf()));
         }
@@ -67,6 +78,10 @@ impl ImageFolder {
         }
         let classes = match classnames {
             Some(file) => read_classnames(file, &folders)?,
+            // ImageNet's train/n01440764/… folders get CLIP's class names.
+            None if imagenet_folders(&folders) => {
+                classnames_from_text(IMAGENET_CLASSNAMES, Path::new(IMAGENET), &folders)?
+            }
             None => folders.clone(),
         };
         let mut samples = Vec::new();
@@ -87,6 +102,21 @@ impl ImageFolder {
             classes,
             samples,
         })
+    }
+
+    /// An image folder from its parts (other dataset layouts); `samples` label into `classes`.
+    pub(crate) fn from_parts(
+        root: PathBuf,
+        folders: Vec<String>,
+        classes: Vec<String>,
+        samples: Vec<(PathBuf, usize)>,
+    ) -> Self {
+        Self {
+            root,
+            folders,
+            classes,
+            samples,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -170,7 +200,30 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>)
 
 /// Class names from a classnames file, in the order of `folders` (see [`ImageFolder::open`]).
 fn read_classnames(file: &Path, folders: &[String]) -> Result<Vec<String>> {
+    if file == Path::new(IMAGENET) && !file.exists() {
+        return classnames_from_text(IMAGENET_CLASSNAMES, file, folders);
+    }
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    classnames_from_text(&text, file, folders)
+}
+
+/// `--classnames imagenet`: the embedded ImageNet table.
+pub const IMAGENET: &str = "imagenet";
+
+/// ImageNet's 1000 synsets (folder names, in class-index order) with the class names OpenAI's
+/// CLIP evaluation uses: `synset<TAB>name` lines (assets/imagenet_clip_classnames.tsv).
+pub const IMAGENET_CLASSNAMES: &str = include_str!("../../assets/imagenet_clip_classnames.tsv");
+
+/// Whether every folder is an ImageNet synset: then the CLIP names are used without being asked.
+fn imagenet_folders(folders: &[String]) -> bool {
+    let known: HashSet<&str> = IMAGENET_CLASSNAMES
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(s, _)| s))
+        .collect();
+    folders.iter().all(|f| known.contains(f.as_str()))
+}
+
+fn classnames_from_text(text: &str, file: &Path, folders: &[String]) -> Result<Vec<String>> {
     let lines: Vec<(u64, &str)> = text
         .lines()
         .enumerate()

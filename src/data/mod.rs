@@ -6,12 +6,13 @@
 //! triggers and perturbations are applied there; normalise with [`crate::image::normalize`]
 //! right before the model.
 
+pub mod coop;
 mod folder;
 mod loader;
 mod manifest;
 mod sampler;
 
-pub use folder::{is_image_file, ImageFolder};
+pub use folder::{is_image_file, ImageFolder, IMAGENET, IMAGENET_CLASSNAMES};
 pub use loader::{Batch, Batches, Item, Loader, OnBadImage, Skipped, Transform};
 pub use manifest::{CaptionManifest, LabeledManifest};
 pub use sampler::{k_shot, random_subset, shuffled, TooFew};
