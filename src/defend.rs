@@ -17,7 +17,7 @@ use crate::eval::{
 };
 use crate::metrics::{AsrConvention, Rate};
 use crate::text::{class_text_embeddings_with, Templates};
-use crate::train::rvpt::{EpochLog, PromptedEncoder, RvptConfig};
+use crate::train::rvpt::{EpochLog, RvptConfig};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -265,15 +265,8 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             None => (model, &text),
         };
         let train_seconds = t0.elapsed().as_secs_f64();
-        let prompted = defended
-            .prompts
-            .as_ref()
-            .map(|p| PromptedEncoder::new(&model.vision, p))
-            .transpose()?;
-        let encoder: &dyn ImageEncoder = match &prompted {
-            Some(e) => e,
-            None => model,
-        };
+        let encoder = crate::engine::encoder(model, defended.prompts.as_ref())?;
+        let encoder = encoder.as_ref();
         let zs = defences::classifier(model, encoder, &classes, text, defended.head);
         let (ca, asr, pr) = measure(
             &zs,

@@ -85,10 +85,7 @@ impl Engine {
         &'a self,
         prompts: Option<&'a DeepPrompts>,
     ) -> Result<Box<dyn ImageEncoder + 'a>> {
-        Ok(match prompts {
-            Some(p) => Box::new(PromptedEncoder::new(&self.model.vision, p)?),
-            None => Box::new(&self.model),
-        })
+        encoder(&self.model, prompts)
     }
 
     /// A zero-shot classifier over `classes` (text embeddings from `templates`) whose images go
@@ -147,6 +144,17 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The image encoder to run: `model` itself, or `model` with `prompts` (checked to fit).
+pub fn encoder<'a>(
+    model: &'a Clip,
+    prompts: Option<&'a DeepPrompts>,
+) -> Result<Box<dyn ImageEncoder + 'a>> {
+    Ok(match prompts {
+        Some(p) => Box::new(PromptedEncoder::new(&model.vision, p)?),
+        None => Box::new(model),
+    })
 }
 
 /// Reads and validates the checkpoint of resolved weights, with their config.json if any.

@@ -25,6 +25,22 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// `rvpt anatomy --json` of `weights` under `trigger` towards "heart".
+fn anatomy(weights: &str, images: &str, trigger: &str) -> serde_json::Value {
+    json(&[
+        "anatomy",
+        "--weights",
+        weights,
+        "--images",
+        images,
+        "--trigger",
+        trigger,
+        "--target",
+        "heart",
+        "--json",
+    ])
+}
+
 fn toy_split(dir: &Path, split: &str, per_class: usize) -> String {
     let d = dir.join(split);
     let (ok, _, err) = rvpt(&[
@@ -87,18 +103,7 @@ fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
     for case in rvpt::toy::lab::TOY_CASES.iter().filter(|c| c.default) {
         let (ca, bad) = asr(case.weights, &test, case.trigger);
         let (_, clean) = asr("toy2-clean", &test, case.trigger);
-        let v = json(&[
-            "anatomy",
-            "--weights",
-            case.weights,
-            "--images",
-            &test,
-            "--trigger",
-            case.trigger,
-            "--target",
-            "heart",
-            "--json",
-        ]);
+        let v = anatomy(case.weights, &test, case.trigger);
         let share = v["anatomy"]["prompted_share"].as_f64().unwrap();
         println!(
             "{}: CA {ca:.3} (clean {clean_ca:.3}), ASR {bad:.3} (clean model {clean:.3}), blocks 6-11 {share:.2}",
@@ -125,18 +130,7 @@ fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
         );
         // The clean model's components move the target logit both ways: no backdoor, and the
         // verdict says the shares mean nothing rather than printing them.
-        let v = json(&[
-            "anatomy",
-            "--weights",
-            "toy2-clean",
-            "--images",
-            &test,
-            "--trigger",
-            case.trigger,
-            "--target",
-            "heart",
-            "--json",
-        ]);
+        let v = anatomy("toy2-clean", &test, case.trigger);
         let verdict = v["anatomy"]["verdict"].as_str().unwrap();
         assert!(verdict.contains("cancel"), "toy2-clean: {verdict}");
     }

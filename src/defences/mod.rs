@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Classifier, ImageEncoder, LinearHead};
 use crate::model::Clip;
 use crate::text::ClipTokenizer;
-use crate::train::rvpt::{DeepPrompts, EpochLog, PromptedEncoder, RvptConfig};
+use crate::train::rvpt::{DeepPrompts, EpochLog, RvptConfig};
 use crate::weights::ResolvedWeights;
 use candle_core::{DType, Device, Tensor};
 use cleanclip::CleanClipConfig;
@@ -208,15 +208,8 @@ pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result
         None => (None, Vec::new()),
     };
     let head = if method.linear_probe {
-        let prompted = prompts
-            .as_ref()
-            .map(|p| PromptedEncoder::new(&model.vision, p))
-            .transpose()?;
-        let encoder: &dyn ImageEncoder = match &prompted {
-            Some(e) => e,
-            None => model,
-        };
-        let classifier = classifier(model, encoder, ctx.classes, text, None);
+        let encoder = crate::engine::encoder(model, prompts.as_ref())?;
+        let classifier = classifier(model, encoder.as_ref(), ctx.classes, text, None);
         let x = linear_probe::embeddings(&classifier, ctx.samples, ctx.image_size)?;
         let labels: Vec<usize> = ctx.samples.iter().map(|s| s.1).collect();
         Some(linear_probe::fit(
