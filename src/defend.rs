@@ -13,7 +13,7 @@ use crate::defences::{
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::{
-    evaluate_with_resistivity, Attack, Classifier, ImageEncoder, PerturbationResult,
+    evaluate_with_resistivity, Attack, Classifier, ImageEncoder, LinearHead, PerturbationResult,
 };
 use crate::metrics::{AsrConvention, Rate};
 use crate::text::{class_text_embeddings_with, Templates};
@@ -131,7 +131,7 @@ fn transfer_eval(
     engine: &Engine,
     model: &crate::model::Clip,
     encoder: &dyn ImageEncoder,
-    linear_head: bool,
+    head: Option<(&LinearHead, &[String])>,
     trigger: &Trigger,
     target: &str,
 ) -> Result<TransferResult> {
@@ -144,10 +144,16 @@ fn transfer_eval(
         attack_success_rate: None,
         note: None,
     };
-    if linear_head {
-        result.note = Some("a linear probe has no zero-shot head for other classes".into());
-        return Ok(result);
-    }
+    // A linear head knows the classes it was fitted on, in their order: a cross-domain set of
+    // the same classes is measured, another class set cannot be.
+    let head = match head {
+        Some((h, classes)) if classes == folder.classes() => Some(h.clone()),
+        Some(_) => {
+            result.note = Some("a linear probe has no head for other classes".into());
+            return Ok(result);
+        }
+        None => None,
+    };
     let text = class_text_embeddings_with(
         model,
         &engine.tokenizer,
@@ -155,7 +161,7 @@ fn transfer_eval(
         s.templates.clone(),
         &s.device,
     )?;
-    let zs = defences::classifier(model, encoder, folder.classes(), &text, None);
+    let zs = defences::classifier(model, encoder, folder.classes(), &text, head);
     let loader = Loader::new(
         folder.samples().to_vec(),
         Transform::eval(engine.image_size()),
@@ -286,7 +292,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
                     &engine,
                     model,
                     encoder,
-                    zs.head.is_some(),
+                    zs.head.as_ref().map(|h| (h, classes.as_slice())),
                     &trigger,
                     &case.target,
                 )
