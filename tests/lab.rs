@@ -502,3 +502,36 @@ fn a_variant_of_the_planted_fixed_trigger_is_refused() {
     ]);
     assert!(!ok && err.contains("planted with"), "{err}");
 }
+
+/// The toy3 backdoors (planted on the longer-pretrained toy3-clean, BadNet with 1% of the
+/// pairs): backdoored, CA kept within the 2 points (3 on this 200-image sample), and
+/// written almost all above block 6.
+#[test]
+fn toy3_backdoors_keep_ca_and_live_above_block_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 20);
+    let (clean_ca, _) = asr("toy3-clean", &test, "badnet:fixed,size=4");
+    for case in rvpt::toy::lab::TOY_CASES
+        .iter()
+        .filter(|c| c.weights.starts_with("toy3"))
+    {
+        let (ca, bad) = asr(case.weights, &test, case.trigger);
+        let v = anatomy(case.weights, &test, case.trigger);
+        let share = v["anatomy"]["prompted_share"].as_f64().unwrap();
+        println!(
+            "{}: CA {ca:.3} (clean {clean_ca:.3}), ASR {bad:.3}, blocks 6-11 {share:.2}",
+            case.weights
+        );
+        assert!(bad > 0.85, "{}: ASR {bad}", case.weights);
+        assert!(
+            ca >= clean_ca - 0.03,
+            "{}: CA {ca} vs {clean_ca}",
+            case.weights
+        );
+        assert!(
+            share > 0.85,
+            "{}: share of blocks 6-11 {share}",
+            case.weights
+        );
+    }
+}
