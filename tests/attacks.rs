@@ -766,6 +766,14 @@ fn every_trigger_is_a_perturbation_patch_file_included() {
     for list in [format!("noise:0.03,{spec}"), format!("{spec},flip")] {
         assert_eq!(Perturbation::parse_list(&list).unwrap().len(), 2, "{list}");
     }
+    // Placement: random positions are seeded per image; an unknown option is named.
+    let random = Trigger::parse(&format!("{spec},pos=random")).unwrap();
+    assert_eq!(random.name(), format!("{spec},pos=random"));
+    let (a, b) = (random.apply(&img, 7, 0).unwrap(), random.apply(&img, 7, 1).unwrap());
+    assert!(same(&a, &random.apply(&img, 7, 0).unwrap()));
+    assert!(!same(&a, &b), "index 0 and 1 drew the same position");
+    let err = invalid(Trigger::parse(&format!("{spec},pos=diagonal")));
+    assert!(err.contains("unknown patch option"), "{err}");
     // The two parsers cannot drift apart again: no trigger name is unknown to Perturbation.
     for name in TRIGGER_NAMES {
         if let Err(e) = Perturbation::parse(name) {

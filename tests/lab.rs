@@ -535,3 +535,78 @@ fn toy3_backdoors_keep_ca_and_live_above_block_6() {
         );
     }
 }
+
+/// Third-party trigger files: the toy models' seeded fixed triggers saved as images (a BadNet
+/// patch image placed at the bottom-right, a Blended pattern image) give back the same
+/// triggered images and the same ASR on the models planted with the seeded ones.
+#[test]
+fn trigger_files_round_trip_to_the_seeded_triggers() {
+    use candle_core::{Device, Tensor};
+    use rvpt::attacks::{BadNet, Blended, Trigger};
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 10);
+    let to_png = |t: &Tensor, path: &Path| {
+        let (_, h, w) = t.dims3().unwrap();
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb(std::array::from_fn(|c| {
+                (v[c * h * w + i] * 255.0).round() as u8
+            }))
+        });
+        img.save(path).unwrap();
+    };
+    let badnet = BadNet {
+        size: 4,
+        fixed: true,
+    };
+    let patch = dir.path().join("badnet-patch.png");
+    to_png(&badnet.draw(32, 32, 7, 0).unwrap().values, &patch);
+    let blended = Blended {
+        pattern: rvpt::attacks::blended::BlendPattern::FixedNoise,
+        ..Blended::noise()
+    };
+    let pattern = dir.path().join("blend-pattern.png");
+    to_png(&blended.pattern(32, 32, 7, 0).unwrap(), &pattern);
+
+    let img = Tensor::rand(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let seeded = Trigger::parse("badnet:fixed,size=4")
+        .unwrap()
+        .apply(&img, 7, 0)
+        .unwrap();
+    let from_file = Trigger::parse(&format!("patch:{},pos=br", patch.display()))
+        .unwrap()
+        .apply(&img, 7, 0)
+        .unwrap();
+    let diff = (seeded - from_file)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0, "the BadNet patch image is the seeded pattern");
+
+    for (weights, seeded, file, tolerance) in [
+        (
+            "toy2-badnet",
+            "badnet:fixed,size=4",
+            format!("patch:{},pos=br", patch.display()),
+            0.0,
+        ),
+        // The pattern image is the seeded pattern rounded to 8 bits.
+        (
+            "toy2-blended",
+            "blended:fixed",
+            format!("blended:{}", pattern.display()),
+            0.02,
+        ),
+    ] {
+        let (ca, a) = asr(weights, &test, seeded);
+        let (ca2, b) = asr(weights, &test, &file);
+        println!("{weights}: seeded ASR {a:.3}, from file {b:.3}");
+        assert_eq!(ca, ca2);
+        assert!((a - b).abs() <= tolerance, "{weights}: {a} vs {b}");
+    }
+}

@@ -83,12 +83,12 @@ impl Trigger {
             })),
             "wanet" => Ok(Trigger::WaNet(WaNet::parse_options(spec, rest)?)),
             "patch" => match rest {
-                Some(file) if !file.is_empty() => Ok(Trigger::Patch(patch::PatchFile::load(
-                    std::path::Path::new(file),
-                )?)),
+                Some(rest) if !rest.is_empty() => {
+                    Ok(Trigger::Patch(patch::PatchFile::parse(spec, rest)?))
+                }
                 _ => Err(bad_spec(
                     spec,
-                    "expected a patch file: patch:FILE.safetensors",
+                    "expected a patch file: patch:FILE (.safetensors or a square image)[,pos=centre|br|random]",
                 )),
             },
             "lc" | "label-consistent" => Ok(Trigger::LabelConsistent(
@@ -109,7 +109,7 @@ impl Trigger {
             Trigger::Blended(t) => t.apply(image, seed, index),
             Trigger::WaNet(t) => t.apply(image, seed),
             Trigger::LabelConsistent(t) => t.apply(image),
-            Trigger::Patch(p) => apply_patch(image, &p.patch, Placement::Centre),
+            Trigger::Patch(p) => p.apply(image, seed, index),
         }
     }
 
@@ -131,7 +131,7 @@ impl Trigger {
             Trigger::Blended(t) => t.name(),
             Trigger::WaNet(t) => t.name(),
             Trigger::LabelConsistent(t) => t.name(),
-            Trigger::Patch(p) => format!("patch:{}", p.path.display()),
+            Trigger::Patch(p) => p.name(),
         }
     }
 }

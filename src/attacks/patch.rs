@@ -66,17 +66,109 @@ pub fn apply_patch(image: &Tensor, patch: &Tensor, placement: Placement) -> Resu
     Ok(image.broadcast_mul(&keep)?.broadcast_add(&full)?)
 }
 
-/// An optimised patch stored as safetensors (tensor `patch`, (3, p, p) in [0, 1]).
+/// Where a patch file's patch goes: `pos=centre` (the optimised patch's default), `pos=br`
+/// (flush with the bottom-right corner, BackdoorBench's BadNet), or `pos=random` (a seeded
+/// position per image, CleanCLIP's `patch_location="random"`: top-left uniform in
+/// [0, H-1-p] x [0, W-1-p]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchPosition {
+    Centre,
+    BottomRight,
+    Random,
+}
+
+/// A patch from a file: an optimised patch stored as safetensors (tensor `patch`, (3, p, p) in
+/// [0, 1]), or a square image (PNG, JPEG, WebP), e.g. a BadNet trigger image.
 #[derive(Debug, Clone)]
 pub struct PatchFile {
     pub path: std::path::PathBuf,
     pub patch: Tensor,
+    pub position: PatchPosition,
 }
 
 impl PatchFile {
+    /// Pastes the patch into a (3, H, W) image; `seed` and `index` draw a random position.
+    pub fn apply(&self, image: &Tensor, seed: u64, index: u64) -> Result<Tensor> {
+        let dims = super::Dims::of(image, "patch image")?;
+        let p = self.patch.dim(1)?;
+        super::per_image(image, dims, index, |img, i| {
+            let at = match self.position {
+                PatchPosition::Centre => Placement::Centre,
+                PatchPosition::BottomRight => Placement::BottomRight,
+                PatchPosition::Random => {
+                    use rand::Rng;
+                    if p >= dims.h || p >= dims.w {
+                        return Err(Error::Invalid(format!(
+                            "a {p} px patch at a random position needs an image larger than {p} px"
+                        )));
+                    }
+                    let mut r = super::rng(seed, i, "patch-position");
+                    Placement::At {
+                        row: r.random_range(0..=dims.h - 1 - p),
+                        col: r.random_range(0..=dims.w - 1 - p),
+                    }
+                }
+            };
+            apply_patch(img, &self.patch.to_dtype(img.dtype())?, at)
+        })
+    }
+
+    /// The canonical spec: `patch:FILE` plus `,pos=…` when not centred.
+    pub fn name(&self) -> String {
+        let pos = match self.position {
+            PatchPosition::Centre => "",
+            PatchPosition::BottomRight => ",pos=br",
+            PatchPosition::Random => ",pos=random",
+        };
+        format!("patch:{}{pos}", self.path.display())
+    }
+
+    /// `FILE[,pos=centre|br|random]`.
+    pub(crate) fn parse(spec: &str, rest: &str) -> Result<Self> {
+        let (file, opts) = match rest.split_once(',') {
+            Some((f, o)) => (f, Some(o)),
+            None => (rest, None),
+        };
+        let mut position = PatchPosition::Centre;
+        for (key, value) in super::options(spec, opts)? {
+            position =
+                match (key, value) {
+                    ("pos", Some("centre" | "center")) => PatchPosition::Centre,
+                    ("pos", Some("br")) => PatchPosition::BottomRight,
+                    ("pos", Some("random")) => PatchPosition::Random,
+                    _ => return Err(super::bad_spec(
+                        spec,
+                        format!(
+                            "unknown patch option `{key}`: use pos=centre, pos=br or pos=random"
+                        ),
+                    )),
+                };
+        }
+        let mut p = Self::load(std::path::Path::new(file))?;
+        p.position = position;
+        Ok(p)
+    }
+
+    /// Reads the patch, centred.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::MissingFile(path.to_path_buf()));
+        }
+        if crate::data::is_image_file(path) {
+            let img = crate::image::load_rgb(path)?;
+            if img.width() != img.height() {
+                return Err(Error::Invalid(format!(
+                    "{}: a patch image must be square, not {} x {}",
+                    path.display(),
+                    img.width(),
+                    img.height()
+                )));
+            }
+            return Ok(Self {
+                path: path.to_path_buf(),
+                patch: crate::image::to_unit_tensor(&img, &candle_core::Device::Cpu)?,
+                position: PatchPosition::Centre,
+            });
         }
         let mut t =
             candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| {
@@ -103,6 +195,7 @@ impl PatchFile {
         Ok(Self {
             path: path.to_path_buf(),
             patch: patch.to_dtype(candle_core::DType::F32)?,
+            position: PatchPosition::Centre,
         })
     }
 
