@@ -769,7 +769,10 @@ fn every_trigger_is_a_perturbation_patch_file_included() {
     // Placement: random positions are seeded per image; an unknown option is named.
     let random = Trigger::parse(&format!("{spec},pos=random")).unwrap();
     assert_eq!(random.name(), format!("{spec},pos=random"));
-    let (a, b) = (random.apply(&img, 7, 0).unwrap(), random.apply(&img, 7, 1).unwrap());
+    let (a, b) = (
+        random.apply(&img, 7, 0).unwrap(),
+        random.apply(&img, 7, 1).unwrap(),
+    );
     assert!(same(&a, &random.apply(&img, 7, 0).unwrap()));
     assert!(!same(&a, &b), "index 0 and 1 drew the same position");
     let err = invalid(Trigger::parse(&format!("{spec},pos=diagonal")));

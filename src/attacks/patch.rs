@@ -131,18 +131,19 @@ impl PatchFile {
         };
         let mut position = PatchPosition::Centre;
         for (key, value) in super::options(spec, opts)? {
-            position =
-                match (key, value) {
-                    ("pos", Some("centre" | "center")) => PatchPosition::Centre,
-                    ("pos", Some("br")) => PatchPosition::BottomRight,
-                    ("pos", Some("random")) => PatchPosition::Random,
-                    _ => return Err(super::bad_spec(
+            position = match (key, value) {
+                ("pos", Some("centre" | "center")) => PatchPosition::Centre,
+                ("pos", Some("br")) => PatchPosition::BottomRight,
+                ("pos", Some("random")) => PatchPosition::Random,
+                _ => {
+                    return Err(super::bad_spec(
                         spec,
                         format!(
                             "unknown patch option `{key}`: use pos=centre, pos=br or pos=random"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
         }
         let mut p = Self::load(std::path::Path::new(file))?;
         p.position = position;
