@@ -123,10 +123,34 @@ pub struct TransferResult {
     pub note: Option<String>,
 }
 
+/// Another test folder, scanned once per case and measured after every method.
+struct TransferSet {
+    dir: PathBuf,
+    folder: ImageFolder,
+    loader: Loader,
+}
+
+impl TransferSet {
+    fn open(dir: &Path, image_size: u32, batch: usize) -> Result<Self> {
+        let folder = ImageFolder::open(dir, None)?;
+        let loader = Loader::new(
+            folder.samples().to_vec(),
+            Transform::eval(image_size),
+            batch,
+            &Device::Cpu,
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            folder,
+            loader,
+        })
+    }
+}
+
 /// CA (and ASR when the target class is there) of a defended model on another test folder.
 #[allow(clippy::too_many_arguments)]
 fn transfer_eval(
-    dir: &Path,
+    set: &TransferSet,
     s: &DefendSettings,
     engine: &Engine,
     model: &crate::model::Clip,
@@ -135,9 +159,9 @@ fn transfer_eval(
     trigger: &Trigger,
     target: &str,
 ) -> Result<TransferResult> {
-    let folder = ImageFolder::open(dir, None)?;
+    let folder = &set.folder;
     let mut result = TransferResult {
-        test_data: dir.to_path_buf(),
+        test_data: set.dir.clone(),
         classes: folder.classes().len(),
         test_images: folder.len(),
         clean_accuracy: None,
@@ -161,13 +185,7 @@ fn transfer_eval(
         s.templates.clone(),
         &s.device,
     )?;
-    let zs = defences::classifier(model, encoder, folder.classes(), &text, head);
-    let loader = Loader::new(
-        folder.samples().to_vec(),
-        Transform::eval(engine.image_size()),
-        s.eval_batch,
-        &Device::Cpu,
-    )?;
+    let zs = Classifier::with_text(model, encoder, folder.classes(), &text, head);
     let attack = folder.class_index(target).ok().map(|t| Attack {
         trigger,
         target: t,
@@ -177,7 +195,7 @@ fn transfer_eval(
     if attack.is_none() {
         result.note = Some(format!("no class `{target}`: CA only"));
     }
-    let r = crate::eval::evaluate(&zs, &loader, attack.as_ref(), s.show_progress)?;
+    let r = crate::eval::evaluate(&zs, &set.loader, attack.as_ref(), s.show_progress)?;
     result.clean_accuracy = Some(r.clean_accuracy);
     result.attack_success_rate = r.attack_success_rate;
     Ok(result)
@@ -256,6 +274,11 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         base_sha256: engine.checkpoint_sha256().unwrap_or_default().to_string(),
         show_progress: s.show_progress,
     };
+    let transfer_sets = s
+        .transfer_dirs
+        .iter()
+        .map(|dir| TransferSet::open(dir, size, s.eval_batch))
+        .collect::<Result<Vec<_>>>()?;
     let mut results = Vec::new();
     for m in &s.methods {
         let out = Outputs {
@@ -273,7 +296,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         let train_seconds = t0.elapsed().as_secs_f64();
         let encoder = crate::engine::encoder(model, defended.prompts.as_ref())?;
         let encoder = encoder.as_ref();
-        let zs = defences::classifier(model, encoder, &classes, text, defended.head);
+        let zs = Classifier::with_text(model, encoder, &classes, text, defended.head);
         let (ca, asr, pr) = measure(
             &zs,
             &loader,
@@ -282,12 +305,11 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
             s.eval_seed,
             s.show_progress,
         )?;
-        let transfer = s
-            .transfer_dirs
+        let transfer = transfer_sets
             .iter()
-            .map(|dir| {
+            .map(|set| {
                 transfer_eval(
-                    dir,
+                    set,
                     s,
                     &engine,
                     model,

@@ -87,13 +87,25 @@ impl<'a> Classifier<'a> {
         device: &Device,
     ) -> Result<Self> {
         let text = class_text_embeddings_with(model, tokenizer, classes, templates, device)?;
-        Ok(Self {
+        Ok(Self::with_text(model, encoder, classes, &text, None))
+    }
+
+    /// A classifier over `classes` with class text embeddings already made, and `head` (if
+    /// any) in place of the zero-shot head.
+    pub fn with_text(
+        model: &'a Clip,
+        encoder: &'a dyn ImageEncoder,
+        classes: &[String],
+        text: &Tensor,
+        head: Option<LinearHead>,
+    ) -> Self {
+        Self {
             model,
             encoder,
             classes: classes.to_vec(),
-            text,
-            head: None,
-        })
+            text: text.clone(),
+            head,
+        }
     }
 
     /// Images in [0, 1] → normalised pixels on the model's device and dtype.

@@ -25,20 +25,56 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// `rvpt anatomy --json` of `weights` under `trigger` towards "heart".
-fn anatomy(weights: &str, images: &str, trigger: &str) -> serde_json::Value {
-    json(&[
-        "anatomy",
+/// Arguments of `rvpt eval` or `rvpt anatomy`: `weights` on the image folder `data` under
+/// `trigger` towards "heart", then `extra`.
+fn trigger_args<'a>(
+    command: &'a str,
+    weights: &'a str,
+    data: &'a str,
+    trigger: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    // The two commands name their image folder differently.
+    let data_flag = if command == "anatomy" {
+        "--images"
+    } else {
+        "--data"
+    };
+    let mut args = vec![
+        command,
         "--weights",
         weights,
-        "--images",
-        images,
+        data_flag,
+        data,
         "--trigger",
         trigger,
         "--target",
         "heart",
-        "--json",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `rvpt eval` of `weights` under `trigger` drawn with `seed`, towards "heart".
+fn eval_at_seed(weights: &str, data: &str, trigger: &str, seed: &str) -> (bool, String, String) {
+    rvpt(&trigger_args(
+        "eval",
+        weights,
+        data,
+        trigger,
+        &["--seed", seed],
+    ))
+}
+
+/// `rvpt anatomy --json` of `weights` under `trigger` towards "heart".
+fn anatomy(weights: &str, images: &str, trigger: &str) -> serde_json::Value {
+    json(&trigger_args(
+        "anatomy",
+        weights,
+        images,
+        trigger,
+        &["--json"],
+    ))
 }
 
 fn toy_split(dir: &Path, split: &str, per_class: usize) -> String {
@@ -57,18 +93,7 @@ fn toy_split(dir: &Path, split: &str, per_class: usize) -> String {
 }
 
 fn asr(weights: &str, data: &str, trigger: &str) -> (f64, f64) {
-    let v = json(&[
-        "eval",
-        "--weights",
-        weights,
-        "--data",
-        data,
-        "--trigger",
-        trigger,
-        "--target",
-        "heart",
-        "--json",
-    ]);
+    let v = json(&trigger_args("eval", weights, data, trigger, &["--json"]));
     let r = &v["report"];
     (
         r["clean_accuracy"]["value"].as_f64().unwrap(),
@@ -203,19 +228,7 @@ fn ci_sized_poisoning_raises_asr() {
     assert_eq!(planted["trigger"], "badnet:fixed,size=4");
     assert_eq!(planted["seed"], 7);
     assert_eq!(planted["target"], "heart");
-    let (ok, _, err) = rvpt(&[
-        "eval",
-        "--weights",
-        out.to_str().unwrap(),
-        "--data",
-        &test,
-        "--trigger",
-        "badnet:fixed,size=4",
-        "--target",
-        "heart",
-        "--seed",
-        "8",
-    ]);
+    let (ok, _, err) = eval_at_seed(out.to_str().unwrap(), &test, "badnet:fixed,size=4", "8");
     assert!(!ok && err.contains("planted with"), "{err}");
 }
 
@@ -386,16 +399,7 @@ fn anatomy_finds_a_backdoor_planted_above_block_6() {
     let dir = tempfile::tempdir().unwrap();
     let test = toy_split(dir.path(), "test", 20);
     let png = dir.path().join("anatomy.png");
-    let v = json(&[
-        "anatomy",
-        "--weights",
-        "toy-badnet-late6",
-        "--images",
-        &test,
-        "--trigger",
-        "badnet:fixed,size=4",
-        "--target",
-        "heart",
+    let extra = [
         "--reference",
         "toy-clean",
         "--splice-at",
@@ -403,7 +407,14 @@ fn anatomy_finds_a_backdoor_planted_above_block_6() {
         "--png",
         png.to_str().unwrap(),
         "--json",
-    ]);
+    ];
+    let v = json(&trigger_args(
+        "anatomy",
+        "toy-badnet-late6",
+        &test,
+        "badnet:fixed,size=4",
+        &extra,
+    ));
     let a = &v["anatomy"];
     let asr = &a["attack_success_rate"];
     assert_eq!(asr["total"], 180);
@@ -456,21 +467,7 @@ fn anatomy_names_bad_input() {
 fn a_variant_of_the_planted_fixed_trigger_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let test = toy_split(dir.path(), "test", 2);
-    let eval = |trigger: &str, seed: &str| {
-        rvpt(&[
-            "eval",
-            "--weights",
-            "toy2-badnet",
-            "--data",
-            &test,
-            "--trigger",
-            trigger,
-            "--target",
-            "heart",
-            "--seed",
-            seed,
-        ])
-    };
+    let eval = |trigger: &str, seed: &str| eval_at_seed("toy2-badnet", &test, trigger, seed);
     let (ok, _, err) = eval("badnet:fixed,size=4", "3");
     assert!(!ok);
     assert!(
@@ -487,19 +484,13 @@ fn a_variant_of_the_planted_fixed_trigger_is_refused() {
         let (ok, _, err) = eval(trigger, seed);
         assert!(ok, "{trigger} seed {seed}: {err}");
     }
-    let (ok, _, err) = rvpt(&[
+    let (ok, _, err) = rvpt(&trigger_args(
         "anatomy",
-        "--weights",
         "toy2-badnet",
-        "--images",
         &test,
-        "--trigger",
         "badnet:fixed,size=4",
-        "--target",
-        "heart",
-        "--seed",
-        "1",
-    ]);
+        &["--seed", "1"],
+    ));
     assert!(!ok && err.contains("planted with"), "{err}");
 }
 
@@ -578,14 +569,7 @@ fn trigger_files_round_trip_to_the_seeded_triggers() {
         .unwrap()
         .apply(&img, 7, 0)
         .unwrap();
-    let diff = (seeded - from_file)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&seeded, &from_file);
     assert_eq!(diff, 0.0, "the BadNet patch image is the seeded pattern");
 
     for (weights, seeded, file, tolerance) in [

@@ -56,13 +56,8 @@ pub fn splice_test(
             (&lower, format!("stem + blocks < {k}")),
             (&upper, format!("blocks >= {k}")),
         ] {
-            let spliced = Classifier {
-                model,
-                encoder: model,
-                classes: zs.classes.clone(),
-                text: zs.text.clone(),
-                head: zs.head.clone(),
-            };
+            let spliced =
+                Classifier::with_text(model, model, &zs.classes, &zs.text, zs.head.clone());
             let r = evaluate(&spliced, loader, Some(attack), false)?;
             rows.push(SpliceRow {
                 backdoored_part: part,

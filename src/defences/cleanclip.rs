@@ -56,10 +56,9 @@ const VIEW_OPS: [&str; 5] = ["flip", "brightness:0.4", "hue:0.1", "blur:3", "noi
 /// EDA's share of words changed.
 const EDA_ALPHA: f64 = 0.1;
 
-/// An augmented view of `image` (3, S, S) in [0, 1]: one operation drawn by `rng`.
-fn image_view(image: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let op = Perturbation::parse(VIEW_OPS[rng.random_range(0..VIEW_OPS.len())])?;
-    op.apply(image, rng.random(), 0)
+/// An augmented view of `image` (3, S, S) in [0, 1]: one of `ops` drawn by `rng`.
+fn image_view(image: &Tensor, ops: &[Perturbation], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    ops[rng.random_range(0..ops.len())].apply(image, rng.random(), 0)
 }
 
 /// EDA's random swap or random deletion (Wei & Zou 2019) on a caption's words.
@@ -172,6 +171,10 @@ pub fn fine_tune(ctx: &DefenceContext, cfg: &CleanClipConfig, out_dir: &Path) ->
         .map(|(p, _)| crate::image::load_unit(p, ctx.image_size, &Device::Cpu))
         .collect::<Result<_>>()?;
     let bar = crate::eval::progress_bar(cfg.epochs, "CleanCLIP", ctx.show_progress);
+    let ops = VIEW_OPS
+        .iter()
+        .map(|spec| Perturbation::parse(spec))
+        .collect::<Result<Vec<_>>>()?;
     let all: Vec<usize> = (0..pairs.len()).collect();
     let mut step = 0;
     for epoch in 0..cfg.epochs {
@@ -187,7 +190,7 @@ pub fn fine_tune(ctx: &DefenceContext, cfg: &CleanClipConfig, out_dir: &Path) ->
                 captions.push(pairs[i].1.clone());
             }
             for &i in chunk {
-                unit.push(image_view(&images[i], &mut rng)?);
+                unit.push(image_view(&images[i], &ops, &mut rng)?);
                 captions.push(caption_view(&pairs[i].1, &mut rng));
             }
             let pixels =

@@ -8,7 +8,7 @@ pub mod linear_probe;
 pub mod prompts;
 
 use crate::error::{Error, Result};
-use crate::eval::{Classifier, ImageEncoder, LinearHead};
+use crate::eval::{Classifier, LinearHead};
 use crate::model::Clip;
 use crate::text::ClipTokenizer;
 use crate::train::rvpt::{DeepPrompts, EpochLog, RvptConfig};
@@ -209,7 +209,7 @@ pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result
     };
     let head = if method.linear_probe {
         let encoder = crate::engine::encoder(model, prompts.as_ref())?;
-        let classifier = classifier(model, encoder.as_ref(), ctx.classes, text, None);
+        let classifier = Classifier::with_text(model, encoder.as_ref(), ctx.classes, text, None);
         let x = linear_probe::embeddings(&classifier, ctx.samples, ctx.image_size)?;
         let labels: Vec<usize> = ctx.samples.iter().map(|s| s.1).collect();
         Some(linear_probe::fit(
@@ -227,21 +227,4 @@ pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result
         head,
         epochs,
     })
-}
-
-/// A classifier over `classes` through `encoder`, with `head` in place of the zero-shot head.
-pub fn classifier<'a>(
-    model: &'a Clip,
-    encoder: &'a dyn ImageEncoder,
-    classes: &[String],
-    text: &Tensor,
-    head: Option<LinearHead>,
-) -> Classifier<'a> {
-    Classifier {
-        model,
-        encoder,
-        classes: classes.to_vec(),
-        text: text.clone(),
-        head,
-    }
 }
