@@ -15,8 +15,17 @@ fn rvpt(args: &[&str]) -> std::process::Output {
 fn defend_writes_report_plots_and_usable_prompts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
+    // A second test folder of the same classes, measured after every method (transfer).
+    let data = dir.path().join("test");
+    assert!(
+        rvpt(&["toy", "--out", data.to_str().unwrap(), "--per-class", "2"])
+            .status
+            .success()
+    );
     let o = rvpt(&[
         "defend",
+        "--test-data",
+        data.to_str().unwrap(),
         "--epochs",
         "2",
         "--shots",
@@ -77,6 +86,16 @@ fn defend_writes_report_plots_and_usable_prompts() {
             assert_eq!(a["top"].as_array().unwrap().len(), 5);
         }
         assert_eq!(case["results"][4]["epochs"].as_array().unwrap().len(), 2);
+        // Every method, the linear probe included (same classes), measured on the extra folder.
+        for m in case["results"].as_array().unwrap() {
+            let t = &m["transfer"][0];
+            assert_eq!(t["test_images"], 20, "{}", m["method"]);
+            assert!(
+                t["clean_accuracy"]["value"].as_f64().unwrap().is_finite(),
+                "{t}"
+            );
+            assert_eq!(t["attack_success_rate"]["total"], 18, "{t}");
+        }
     }
     for f in [
         "report.json",
@@ -94,12 +113,6 @@ fn defend_writes_report_plots_and_usable_prompts() {
     assert_eq!((png.width(), png.height()), (900, 500));
 
     // The checkpoint applies to its own weights, and is refused on others.
-    let data = dir.path().join("test");
-    assert!(
-        rvpt(&["toy", "--out", data.to_str().unwrap(), "--per-class", "2"])
-            .status
-            .success()
-    );
     let prompts = out.join("prompts-badnet-rvpt.safetensors");
     let o = rvpt(&[
         "eval",
