@@ -94,7 +94,7 @@ fn main() -> rvpt::Result<()> {
         candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev),
         &cfg,
     )?;
-    let prompts = DeepPrompts::init(12, 6, 50, 768, 0, DType::F32, &dev)?;
+    let prompts = DeepPrompts::init(6..12, 50, 768, 0, DType::F32, &dev)?;
     let enc = PromptedEncoder::new(&model.vision, &prompts)?;
     let text = rvpt::model::ops::l2_normalize(&Tensor::randn(0f32, 1.0, (10, 512), &dev)?)?;
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
@@ -111,7 +111,9 @@ fn main() -> rvpt::Result<()> {
     const PHASES: [&str; 4] = ["frozen", "forward", "backward", "sgd"];
     let mut step = || -> rvpt::Result<[Spent; 4]> {
         let mut s = [Spent::default(); 4];
-        let frozen = timed(&mut s[0], || frozen_part(&enc, &pixels, false))?;
+        let frozen = timed(&mut s[0], || {
+            frozen_part(&enc, &pixels, &LossConfig::default())
+        })?;
         let parts = timed(&mut s[1], || {
             batch_loss(
                 &model,

@@ -17,7 +17,7 @@ use crate::eval::{
 };
 use crate::metrics::{AsrConvention, Rate};
 use crate::text::{class_text_embeddings_with, Templates};
-use crate::train::rvpt::{EpochLog, RvptConfig};
+use crate::train::rvpt::{EpochLog, PromptPlacement, RepelAt, RvptConfig};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -254,7 +254,7 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         trigger: &trigger,
         target: attack.target,
         seed: s.eval_seed,
-        prompted_blocks: s.rvpt.depth,
+        prompted_blocks: s.rvpt.blocks,
         top: 5,
     };
     let ctx = DefenceContext {
@@ -604,18 +604,25 @@ pub struct DefendArgs {
     /// Prompt tokens per block
     #[arg(long, default_value_t = 50)]
     pub prompt_length: usize,
-    /// How many of the last blocks get prompts
-    #[arg(long, default_value_t = 6)]
-    pub prompted_blocks: usize,
+    /// Which blocks get prompts: N (the last N) or a range counted from the input, a..b (b
+    /// excluded) or a..=b; above the last prompted block the prompt outputs are carried along
+    #[arg(long = "prompt-blocks", alias = "prompted-blocks", default_value = "6")]
+    pub prompt_blocks: PromptPlacement,
     /// coop (random resized crop + flip) or none (enables the frozen-prefix cache)
     #[arg(long, default_value = "coop", value_parser = ["coop", "none"])]
     pub augment: String,
     /// FR measure: cosine, l1 or l2
     #[arg(long, default_value = "cosine")]
     pub fr: String,
-    /// FR on the [CLS] token at every prompted block
-    #[arg(long)]
+    /// FR on the [CLS] token at every prompted block (the same as --repel-blocks prompted)
+    #[arg(long, conflicts_with = "repel_blocks")]
     pub layerwise_fr: bool,
+    /// Where FR repels the prompted encoder from the frozen one: final (the pooled feature),
+    /// prompted (the [CLS] token after every prompted block), or the [CLS] token after the
+    /// blocks given as a range a..b / a..=b or a list 6,8,10 (at or above the first prompted
+    /// block), independent of --prompt-blocks
+    #[arg(long, default_value = "final")]
+    pub repel_blocks: RepelAt,
     /// Margin variant of FR: max(FR_i, margin)
     #[arg(long)]
     pub margin: Option<f64>,
@@ -724,12 +731,16 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
         shots: args.shots,
         seed: args.seed,
         augment: args.augment == "coop",
-        depth: args.prompted_blocks,
+        blocks: args.prompt_blocks,
         length: args.prompt_length,
         ..RvptConfig::default()
     };
     rvpt.loss.repulsion = args.fr.parse()?;
-    rvpt.loss.layerwise = args.layerwise_fr;
+    rvpt.loss.repel = if args.layerwise_fr {
+        RepelAt::PromptedBlocks
+    } else {
+        args.repel_blocks.clone()
+    };
     rvpt.loss.margin = args.margin;
     let base_perturb = Perturbation::parse_list(&args.perturb)?;
     let methods = parse_methods(&args.methods, &args.lambda)?;

@@ -68,39 +68,43 @@ fn prompted_parts_sum_to_the_prompted_embedding() {
     let model: Clip = toy_checkpoint("toy-badnet")
         .into_model(DType::F32, &Device::Cpu)
         .unwrap();
-    let prompts = DeepPrompts::init(12, 6, 10, 64, 3, DType::F32, &Device::Cpu).unwrap();
-    // Larger than the N(0, 0.02) initialisation, so that the prompts matter.
-    let scaled: Vec<candle_core::Var> = prompts
-        .vars
-        .iter()
-        .map(|v| candle_core::Var::from_tensor(&(v.as_tensor() * 50.0).unwrap()).unwrap())
-        .collect();
-    let prompts = DeepPrompts {
-        vars: scaled,
-        first_block: 6,
-    };
     let pixels = toy_pixels(12);
-    let d = decompose(
-        &model.vision,
-        model.visual_projection_weight(),
-        &pixels,
-        Some(&prompts),
-    )
-    .unwrap();
-    let encoder = PromptedEncoder::new(&model.vision, &prompts).unwrap();
-    use rvpt::eval::ImageEncoder;
-    let real = model
-        .project_image(&encoder.features(&pixels).unwrap())
+    // The last 6 blocks (the default), and blocks 2..5 with their outputs carried to the top.
+    for blocks in [6..12, 2..5] {
+        let prompts =
+            DeepPrompts::init(blocks.clone(), 10, 64, 3, DType::F32, &Device::Cpu).unwrap();
+        // Larger than the N(0, 0.02) initialisation, so that the prompts matter.
+        let scaled: Vec<candle_core::Var> = prompts
+            .vars
+            .iter()
+            .map(|v| candle_core::Var::from_tensor(&(v.as_tensor() * 50.0).unwrap()).unwrap())
+            .collect();
+        let prompts = DeepPrompts {
+            vars: scaled,
+            first_block: blocks.start,
+        };
+        let d = decompose(
+            &model.vision,
+            model.visual_projection_weight(),
+            &pixels,
+            Some(&prompts),
+        )
         .unwrap();
-    let plain = model.image_embeds(&pixels).unwrap();
-    assert!(
-        relative_error(&plain, &real) > 1e-2,
-        "the prompts should change the embedding"
-    );
-    let summed = relative_error(&d.parts.sum(1).unwrap(), &real);
-    println!("prompted: Σ parts vs prompted encoder: {summed:.2e}");
-    assert!(relative_error(&d.embeds, &real) <= 1e-5);
-    assert!(summed <= 1e-4, "{summed}");
+        let encoder = PromptedEncoder::new(&model.vision, &prompts).unwrap();
+        use rvpt::eval::ImageEncoder;
+        let real = model
+            .project_image(&encoder.features(&pixels).unwrap())
+            .unwrap();
+        let plain = model.image_embeds(&pixels).unwrap();
+        assert!(
+            relative_error(&plain, &real) > 1e-2,
+            "{blocks:?}: the prompts should change the embedding"
+        );
+        let summed = relative_error(&d.parts.sum(1).unwrap(), &real);
+        println!("prompts in {blocks:?}: Σ parts vs prompted encoder: {summed:.2e}");
+        assert!(relative_error(&d.embeds, &real) <= 1e-5, "{blocks:?}");
+        assert!(summed <= 1e-4, "{blocks:?}: {summed}");
+    }
 }
 
 /// toy-clean with every head's output projection and every MLP's second layer zeroed, except
@@ -170,7 +174,7 @@ fn pushes(model: &Clip, dir: &std::path::Path) -> Vec<(Component, f64)> {
         trigger: &trigger,
         target: folder.class_index("heart").unwrap(),
         seed: 7,
-        prompted_blocks: 6,
+        prompted_blocks: rvpt::train::rvpt::PromptPlacement::Last(6),
         top: 5,
     };
     let r = trigger_push(&zs, &loader, &spec, None, false).unwrap();

@@ -21,15 +21,24 @@ fn tiny() -> Clip {
     .unwrap()
 }
 
-fn golden_prompts(g: &std::collections::HashMap<String, Tensor>) -> DeepPrompts {
+/// The golden prompts: all of them in the last blocks, or the first `depth` from `first_block`.
+fn golden_prompts_at(
+    g: &std::collections::HashMap<String, Tensor>,
+    first_block: Option<usize>,
+    depth: Option<usize>,
+) -> DeepPrompts {
     let p = &g["prompts0"];
-    let depth = p.dim(0).unwrap();
+    let depth = depth.unwrap_or(p.dim(0).unwrap());
     DeepPrompts {
         vars: (0..depth)
             .map(|j| Var::from_tensor(&p.get(j).unwrap()).unwrap())
             .collect(),
-        first_block: 12 - depth,
+        first_block: first_block.unwrap_or(12 - depth),
     }
+}
+
+fn golden_prompts(g: &std::collections::HashMap<String, Tensor>) -> DeepPrompts {
+    golden_prompts_at(g, None, None)
 }
 
 fn labels(g: &std::collections::HashMap<String, Tensor>) -> Vec<usize> {
@@ -56,19 +65,25 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
 fn loss_and_prompt_gradients_match_pytorch() {
     let model = tiny();
     let g = load_tensors("rvpt.safetensors");
-    for (name, layerwise) in [("final", false), ("layerwise", true)] {
-        let prompts = golden_prompts(&g);
+    // Final FR, layer-wise FR, and the placement ablation: prompts in blocks 2..5 (the rest
+    // carry their outputs), FR at blocks 6, 9 and 11.
+    for (name, repel, first, depth) in [
+        ("final", RepelAt::Final, None, None),
+        ("layerwise", RepelAt::PromptedBlocks, None, None),
+        ("placed", "6,9,11".parse().unwrap(), Some(2), Some(3)),
+    ] {
+        let prompts = golden_prompts_at(&g, first, depth);
+        let cfg = LossConfig {
+            repel,
+            ..LossConfig::default()
+        };
         let enc = PromptedEncoder::new(&model.vision, &prompts).unwrap();
-        let frozen = frozen_part(&enc, &g["pixels"], layerwise).unwrap();
-        if !layerwise {
+        let frozen = frozen_part(&enc, &g["pixels"], &cfg).unwrap();
+        if name == "final" {
             let pooled = enc.prompted_feature(&frozen.prefix).unwrap();
             assert!(max_abs_diff(&pooled, &g["pooled"]) < 1e-4);
             assert!(max_abs_diff(&frozen.target, &g["frozen"]) < 1e-4);
         }
-        let cfg = LossConfig {
-            layerwise,
-            ..LossConfig::default()
-        };
         let parts = batch_loss(&model, &enc, &g["text"], &frozen, &labels(&g), &cfg).unwrap();
         let want: Vec<f32> = g[&format!("{name}.loss")].to_vec1().unwrap();
         let got = [parts.total.to_scalar::<f32>().unwrap(), parts.ce, parts.fr];
@@ -112,7 +127,7 @@ fn five_sgd_steps_match_torch_optim() {
     let g = load_tensors("rvpt.safetensors");
     let prompts = golden_prompts(&g);
     let enc = PromptedEncoder::new(&model.vision, &prompts).unwrap();
-    let frozen = frozen_part(&enc, &g["pixels"], false).unwrap();
+    let frozen = frozen_part(&enc, &g["pixels"], &LossConfig::default()).unwrap();
     let cfg = SgdConfig {
         lr: 0.002,
         momentum: 0.9,
@@ -166,7 +181,7 @@ fn small_config() -> RvptConfig {
         epochs: 4,
         batch_size: 2,
         augment: false,
-        depth: 6,
+        blocks: PromptPlacement::Last(6),
         length: 3,
         ..RvptConfig::default()
     }
@@ -174,9 +189,16 @@ fn small_config() -> RvptConfig {
 
 fn fresh(cfg: &RvptConfig) -> FitState {
     FitState {
-        prompts: DeepPrompts::init(12, cfg.depth, cfg.length, 64, 1, DType::F32, &Device::Cpu)
-            .unwrap(),
-        momentum: vec![None; cfg.depth],
+        prompts: DeepPrompts::init(
+            cfg.blocks.resolve(12).unwrap(),
+            cfg.length,
+            64,
+            1,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap(),
+        momentum: vec![None; cfg.blocks.resolve(12).unwrap().len()],
         logs: vec![],
     }
 }
@@ -328,4 +350,51 @@ fn corrupt_or_foreign_checkpoints_are_named() {
         }
         other => panic!("expected a Checkpoint error, got {:?}", other.err()),
     }
+}
+
+#[test]
+fn prompt_and_repel_blocks_parse_and_refuse_what_cannot_work() {
+    let last: PromptPlacement = "6".parse().unwrap();
+    assert_eq!(last.resolve(12).unwrap(), 6..12);
+    let range: PromptPlacement = "0..6".parse().unwrap();
+    assert_eq!(range.resolve(12).unwrap(), 0..6);
+    let inclusive: PromptPlacement = "3..=5".parse().unwrap();
+    assert_eq!(inclusive.resolve(12).unwrap(), 3..6);
+    for bad in ["0", "13", "4..4", "6..13"] {
+        let p: PromptPlacement = bad.parse().unwrap();
+        let err = p.resolve(12).unwrap_err().to_string();
+        assert!(err.contains("--prompt-blocks"), "{bad}: {err}");
+    }
+    assert!("six".parse::<PromptPlacement>().is_err());
+
+    let repel: RepelAt = "9..=11".parse().unwrap();
+    assert_eq!(repel, RepelAt::Blocks(vec![9, 10, 11]));
+    assert_eq!("11,6,9,6".parse::<RepelAt>().unwrap().to_string(), "6,9,11");
+    assert_eq!(repel.resolve(0..6, 12).unwrap(), Some(vec![9, 10, 11]));
+    assert_eq!(RepelAt::Final.resolve(6..12, 12).unwrap(), None);
+    assert_eq!(
+        RepelAt::PromptedBlocks.resolve(2..5, 12).unwrap(),
+        Some(vec![2, 3, 4])
+    );
+    // Below the first prompted block the two encoders are the same: FR there cannot move.
+    let err = "4,8"
+        .parse::<RepelAt>()
+        .unwrap()
+        .resolve(6..12, 12)
+        .unwrap_err();
+    assert!(err.to_string().contains("block 4"), "{err}");
+    assert!("12".parse::<RepelAt>().unwrap().resolve(6..12, 12).is_err());
+    // Written into checkpoints and reports as typed.
+    let cfg = RvptConfig {
+        blocks: range,
+        loss: LossConfig {
+            repel,
+            ..LossConfig::default()
+        },
+        ..RvptConfig::default()
+    };
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["blocks"], "0..6");
+    assert_eq!(json["loss"]["repel"], "9,10,11");
+    assert_eq!(serde_json::from_value::<RvptConfig>(json).unwrap(), cfg);
 }

@@ -79,15 +79,17 @@ pub fn decompose(
     // Residual-stream parts of [CLS], each (B, k, W): input, then per block heads and MLP.
     let mut stream = vec![x.narrow(1, 0, 1)?];
     for (i, block) in vision.blocks.iter().enumerate() {
+        // A prompted block replaces the previous prompt outputs; blocks above the prompts carry
+        // them along (`x` keeps them).
         let seq = match prompts {
-            Some(p) if i >= p.first_block => {
+            Some(p) if p.blocks().contains(&i) => {
                 let tokens = p.tokens(i - p.first_block, b)?.to_dtype(x.dtype())?;
-                Tensor::cat(&[&x, &tokens], 1)?
+                Tensor::cat(&[&x.narrow(1, 0, n)?, &tokens], 1)?
             }
             _ => x.clone(),
         };
         let (out, heads, mlp) = block.forward_with_first_token_parts(&seq)?;
-        x = out.narrow(1, 0, n)?;
+        x = out;
         stream.push(heads);
         stream.push(mlp.unsqueeze(1)?);
     }

@@ -12,7 +12,7 @@ use crate::data::Loader;
 use crate::error::{Error, Result};
 use crate::eval::{per_image, progress_bar, Classifier};
 use crate::metrics::{argmax_rows, Rate};
-use crate::train::rvpt::DeepPrompts;
+use crate::train::rvpt::{DeepPrompts, PromptPlacement};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
@@ -73,8 +73,8 @@ pub struct PushSpec<'a> {
     pub trigger: &'a Trigger,
     pub target: usize,
     pub seed: u64,
-    /// Number of last blocks the default prompts act in (6 for ViT-B/32).
-    pub prompted_blocks: usize,
+    /// The blocks the prompts act in (the last 6 by default).
+    pub prompted_blocks: PromptPlacement,
     /// How many components `top` lists.
     pub top: usize,
 }
@@ -127,12 +127,7 @@ pub fn trigger_push(
 ) -> Result<AnatomyReport> {
     let vcfg = zs.model.config().vision_config.clone();
     let (layers, heads) = (vcfg.num_hidden_layers, vcfg.num_attention_heads);
-    if spec.prompted_blocks == 0 || spec.prompted_blocks > layers {
-        return Err(Error::Invalid(format!(
-            "--prompted-blocks {} must be between 1 and the {layers} blocks of the image tower",
-            spec.prompted_blocks
-        )));
-    }
+    let prompted_range = spec.prompted_blocks.resolve(layers)?;
     let comps = components(layers, heads);
     let mut sums = vec![0f64; comps.len()];
     let (mut images, mut hits) = (0usize, 0usize);
@@ -168,12 +163,21 @@ pub fn trigger_push(
         ));
     }
     let pushes: Vec<f64> = sums.iter().map(|s| s / images as f64).collect();
-    Ok(summarise(zs, spec, &comps, &pushes, images, hits))
+    Ok(summarise(
+        zs,
+        spec,
+        prompted_range,
+        &comps,
+        &pushes,
+        images,
+        hits,
+    ))
 }
 
 fn summarise(
     zs: &Classifier,
     spec: &PushSpec,
+    prompted_range: std::ops::Range<usize>,
     comps: &[Component],
     pushes: &[f64],
     images: usize,
@@ -231,8 +235,8 @@ fn summarise(
         row.push = row.heads.iter().sum::<f64>() + row.mlp;
         row.share = share(row.push);
     }
-    let first = layers - spec.prompted_blocks;
-    let prompted = &layer_rows[first..];
+    let (first, end) = (prompted_range.start, prompted_range.end);
+    let prompted = &layer_rows[prompted_range];
     let prompted_heads: f64 = prompted.iter().flat_map(|l| &l.heads).sum();
     let prompted_mlp: f64 = prompted.iter().map(|l| l.mlp).sum();
     let all_heads: f64 = layer_rows.iter().flat_map(|l| &l.heads).sum();
@@ -246,7 +250,7 @@ fn summarise(
             "{:.0}% of the heads' and MLPs' push towards `{target}` comes from blocks {first}–{} \
              (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
             100.0 * share(prompted_heads + prompted_mlp),
-            layers - 1,
+            end - 1,
             100.0 * share(prompted_heads),
             100.0 * share(prompted_mlp),
             top.first().map_or(String::new(), |c| c.name.clone()),
@@ -268,7 +272,7 @@ fn summarise(
         gross_push: gross,
         components,
         layers: layer_rows,
-        prompted_blocks: (first, layers),
+        prompted_blocks: (first, end),
         prompted_share: share(prompted_heads + prompted_mlp),
         prompted_heads_share: share(prompted_heads),
         prompted_mlp_share: share(prompted_mlp),

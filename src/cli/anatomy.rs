@@ -5,6 +5,7 @@ use rvpt::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRo
 use rvpt::attacks::Trigger;
 use rvpt::eval::Attack;
 use rvpt::metrics::AsrConvention;
+use rvpt::train::rvpt::PromptPlacement;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,9 +26,10 @@ pub struct Args {
     /// Seed of the trigger's randomness: the one it was planted with
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// The last N blocks count as "prompted" (where RVPT's prompts act) in the verdict
-    #[arg(long, default_value_t = 6)]
-    prompted_blocks: usize,
+    /// The blocks that count as "prompted" (where RVPT's prompts act) in the verdict: N (the
+    /// last N) or a range a..b [default: those of --prompts, else the last 6]
+    #[arg(long = "prompt-blocks", alias = "prompted-blocks")]
+    prompt_blocks: Option<PromptPlacement>,
     /// How many top components to list
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -61,7 +63,14 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         trigger: &trigger,
         target: folder.class_index(&args.target)?,
         seed: args.seed,
-        prompted_blocks: args.prompted_blocks,
+        prompted_blocks: match (args.prompt_blocks, &prompts) {
+            (Some(p), _) => p,
+            (None, Some(p)) => PromptPlacement::Range {
+                start: p.blocks().start,
+                end: p.blocks().end,
+            },
+            (None, None) => PromptPlacement::Last(6),
+        },
         top: args.top,
     };
     let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;

@@ -23,9 +23,9 @@ pub fn train(
     let mut cfg = ctx.rvpt.clone();
     cfg.loss.lambda = lambda;
     let v = &model.config().vision_config;
+    let blocks = cfg.blocks.resolve(v.num_hidden_layers)?;
     let prompts = DeepPrompts::init(
-        v.num_hidden_layers,
-        cfg.depth,
+        blocks.clone(),
         cfg.length,
         v.hidden_size,
         cfg.seed,
@@ -38,7 +38,7 @@ pub fn train(
         logs: vec![],
     };
     let config = serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
-    let first_block = v.num_hidden_layers - cfg.depth;
+    let first_block = blocks.start;
     let mut save = |st: &FitState| {
         let meta = CheckpointMeta {
             format: FORMAT.into(),

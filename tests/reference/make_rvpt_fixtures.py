@@ -34,30 +34,41 @@ text = F.normalize(torch.randn(3, model.config.projection_dim, generator=g), dim
 prompts0 = torch.randn(DEPTH, LENGTH, vm.config.hidden_size, generator=g) * 0.02
 
 
-def run(prompts, layerwise):
+def run(prompts, layerwise, start=None, repel=None):
+    """The RVPT loss with prompts in blocks start..start+len(prompts) (default: the last D) and FR
+    on the final feature, on the [CLS] after every prompted block (`layerwise`), or on the [CLS]
+    after the blocks in `repel`. Above the prompted blocks the prompt outputs are carried along."""
+    start = first if start is None else start
+    depth = prompts.shape[0]
+    if layerwise:
+        repel = list(range(start, start + depth))
     x = vm.pre_layrnorm(vm.embeddings(pixels))
-    for layer in layers[:first]:
+    for layer in layers[:start]:
         x = layer(x, None)
     prefix = x
     n = prefix.shape[1]
     f = prefix
-    frozen_cls = []
-    for layer in layers[first:]:
+    frozen_cls = {}
+    for i, layer in enumerate(layers[start:], start):
         f = layer(f, None)
-        frozen_cls.append(f[:, 0])
+        frozen_cls[i] = f[:, 0]
     frozen = vm.post_layernorm(f[:, 0])
     x = prefix
-    prompted_cls = []
-    for j, layer in enumerate(layers[first:]):
-        x = torch.cat([x[:, :n], prompts[j].unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+    prompted_cls = {}
+    for i, layer in enumerate(layers[start:], start):
+        j = i - start
+        if j < depth:
+            x = torch.cat([x[:, :n], prompts[j].unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
         x = layer(x, None)
-        prompted_cls.append(x[:, 0])
+        prompted_cls[i] = x[:, 0]
     pooled = vm.post_layernorm(x[:, 0])
     emb = F.normalize(model.visual_projection(pooled), dim=-1)
     logits = model.logit_scale.exp() * emb @ text.t()
     ce = F.cross_entropy(logits, labels)
-    if layerwise:
-        fr = F.cosine_similarity(torch.cat(prompted_cls), torch.cat(frozen_cls), dim=-1).mean()
+    if repel is not None:
+        p = torch.cat([prompted_cls[i] for i in repel])
+        q = torch.cat([frozen_cls[i] for i in repel])
+        fr = F.cosine_similarity(p, q, dim=-1).mean()
     else:
         fr = F.cosine_similarity(pooled, frozen, dim=-1).mean()
     return ce + LAMBDA * fr, ce, fr, pooled, frozen
@@ -74,6 +85,14 @@ for name, layerwise in (("final", False), ("layerwise", True)):
         out["pooled"] = pooled.detach()
         out["frozen"] = frozen.detach()
 
+# The placement ablations: prompts in blocks 2..5 (the first 3 of prompts0), FR at blocks 6, 9
+# and 11 (above the prompts, so the prompt outputs are carried through blocks 5-11).
+prompts = prompts0[:3].clone().requires_grad_(True)
+loss, ce, fr, _, _ = run(prompts, False, start=2, repel=[6, 9, 11])
+loss.backward()
+out["placed.loss"] = torch.stack([loss.detach(), ce.detach(), fr.detach()])
+out["placed.grad"] = prompts.grad.clone()
+
 # Five SGD steps with the paper's settings (one batch, fixed lr).
 prompts = prompts0.clone().requires_grad_(True)
 opt = torch.optim.SGD([prompts], lr=0.002, momentum=0.9, weight_decay=5e-4)
@@ -84,4 +103,5 @@ for _ in range(5):
     opt.step()
 out["sgd5.prompts"] = prompts.detach().clone()
 save_file({k: v.contiguous() for k, v in out.items()}, FIX / "rvpt.safetensors")
-print("final loss", out["final.loss"].tolist(), "layerwise", out["layerwise.loss"].tolist())
+print("final loss", out["final.loss"].tolist(), "layerwise", out["layerwise.loss"].tolist(),
+      "placed", out["placed.loss"].tolist())

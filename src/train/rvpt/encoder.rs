@@ -1,6 +1,8 @@
 //! The prompted image encoder and its frozen twin. Both share the unprompted prefix (blocks
 //! before the first prompted one); the prompted branch appends prompt tokens after [CLS] +
 //! patches at every prompted block, replacing the previous block's prompt outputs (VPT-deep).
+//! Blocks after the last prompted one (when the prompts do not reach the top) carry the last
+//! prompt outputs along, as VPT does.
 
 use super::prompts::DeepPrompts;
 use crate::error::{Error, Result};
@@ -21,7 +23,7 @@ impl<'a> PromptedEncoder<'a> {
             .vars
             .first()
             .ok_or_else(|| Error::Invalid("no prompts".into()))?;
-        if p0.dims()[1] != width || prompts.first_block + prompts.depth() != blocks {
+        if p0.dims()[1] != width || prompts.blocks().end > blocks {
             return Err(Error::Invalid(format!(
                 "prompts of width {} for blocks {}..{} do not fit an image tower of width {width} with {blocks} blocks",
                 p0.dims()[1],
@@ -41,19 +43,25 @@ impl<'a> PromptedEncoder<'a> {
             .forward_blocks(&x, 0..self.prompts.first_block)?)
     }
 
-    /// Prompted blocks on top of a prefix; returns the tokens after every prompted block
-    /// ([CLS] + patches + prompt outputs), except that the last block, whose only output anyone
-    /// reads is [CLS] (pooling, layer-wise FR), computes and returns [CLS] alone: (B, 1, W).
+    /// The blocks from the first prompted one to the top on a prefix; returns the tokens after
+    /// each ([CLS] + patches + prompt outputs), except that the last block of the tower, whose
+    /// only output anyone reads is [CLS] (pooling, layer-wise FR), computes and returns [CLS]
+    /// alone: (B, 1, W).
     pub fn prompted_blocks(&self, prefix: &Tensor) -> Result<Vec<Tensor>> {
         let (b, n, _) = prefix.dims3()?;
         let mut x = prefix.clone();
-        let mut outs = Vec::with_capacity(self.prompts.depth());
-        for j in 0..self.prompts.depth() {
-            let base = x.narrow(1, 0, n)?;
-            let p = self.prompts.tokens(j, b)?.to_dtype(base.dtype())?;
-            let seq = Tensor::cat(&[&base, &p], 1)?;
-            let block = &self.vision.blocks[self.prompts.first_block + j];
-            x = if j + 1 == self.prompts.depth() {
+        let first = self.prompts.first_block;
+        let top = self.vision.blocks.len();
+        let mut outs = Vec::with_capacity(top - first);
+        for (j, block) in self.vision.blocks[first..].iter().enumerate() {
+            let seq = if j < self.prompts.depth() {
+                let base = x.narrow(1, 0, n)?;
+                let p = self.prompts.tokens(j, b)?.to_dtype(base.dtype())?;
+                Tensor::cat(&[&base, &p], 1)?
+            } else {
+                x
+            };
+            x = if first + j + 1 == top {
                 block.forward_head(&seq, None, 1)?
             } else {
                 block.forward(&seq, None)?

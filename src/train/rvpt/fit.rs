@@ -3,7 +3,7 @@
 
 use super::encoder::PromptedEncoder;
 use super::loss::{rvpt_loss, LossConfig};
-use super::prompts::DeepPrompts;
+use super::prompts::{DeepPrompts, PromptPlacement};
 use crate::data::{shuffled, Loader, Transform};
 use crate::error::{Error, Result};
 use crate::model::Clip;
@@ -25,8 +25,8 @@ pub struct RvptConfig {
     pub seed: u64,
     /// CoOp augmentation (random resized crop + flip); without it the prefix cache is used.
     pub augment: bool,
-    /// Prompted blocks (the last `depth` of the tower).
-    pub depth: usize,
+    /// Prompted blocks: the last N (default 6) or a range counted from the input.
+    pub blocks: PromptPlacement,
     /// Prompt tokens per block.
     pub length: usize,
     pub loss: LossConfig,
@@ -43,7 +43,7 @@ impl Default for RvptConfig {
             shots: 16,
             seed: 0,
             augment: true,
-            depth: 6,
+            blocks: PromptPlacement::Last(6),
             length: 50,
             loss: LossConfig::default(),
         }
@@ -68,31 +68,40 @@ pub struct FitState {
 }
 
 /// Per-image work that does not depend on the prompts: the shared prefix and the frozen branch's
-/// target (pooled feature, or [CLS] per prompted block when FR is layer-wise).
+/// target (pooled feature, or [CLS] per repelled block when FR is on blocks).
 pub struct Frozen {
     pub prefix: Tensor,
     pub target: Tensor,
 }
 
+/// The blocks FR repels at (`None`: the pooled feature), checked against the prompts.
+pub fn repelled_blocks(enc: &PromptedEncoder, loss: &LossConfig) -> Result<Option<Vec<usize>>> {
+    loss.repel
+        .resolve(enc.prompts.blocks(), enc.vision.blocks.len())
+}
+
 /// The prompt-independent part of a batch of normalised pixels.
-pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, layerwise: bool) -> Result<Frozen> {
+pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, loss: &LossConfig) -> Result<Frozen> {
     let prefix = enc.prefix(pixels)?.detach();
-    let target = if layerwise {
-        let mut x = prefix.clone();
-        let mut cls = Vec::new();
-        let blocks = &enc.vision.blocks[enc.prompts.first_block..];
-        for (i, block) in blocks.iter().enumerate() {
-            // The last block's [CLS] is all that is read.
-            x = if i + 1 == blocks.len() {
-                block.forward_head(&x, None, 1)?
-            } else {
-                block.forward(&x, None)?
-            };
-            cls.push(x.narrow(1, 0, 1)?);
+    let target = match repelled_blocks(enc, loss)? {
+        Some(repel) => {
+            let mut x = prefix.clone();
+            let mut cls = Vec::new();
+            let top = enc.vision.blocks.len();
+            for i in enc.prompts.first_block..top {
+                // The last block's [CLS] is all that is read.
+                x = if i + 1 == top {
+                    enc.vision.blocks[i].forward_head(&x, None, 1)?
+                } else {
+                    enc.vision.blocks[i].forward(&x, None)?
+                };
+                if repel.contains(&i) {
+                    cls.push(x.narrow(1, 0, 1)?);
+                }
+            }
+            Tensor::cat(&cls, 1)?.detach() // (B, repelled blocks, W)
         }
-        Tensor::cat(&cls, 1)?.detach() // (B, depth, W)
-    } else {
-        enc.frozen_feature(&prefix)?
+        None => enc.frozen_feature(&prefix)?,
     };
     Ok(Frozen { prefix, target })
 }
@@ -117,10 +126,11 @@ pub fn batch_loss(
         .last()
         .ok_or_else(|| Error::Invalid("no prompted blocks".into()))?;
     let pooled = enc.vision.pool(last)?;
-    let (prompted, target) = if loss.layerwise {
-        let cls: Vec<Tensor> = outs
+    let (prompted, target) = if let Some(repel) = repelled_blocks(enc, loss)? {
+        let first = enc.prompts.first_block;
+        let cls: Vec<Tensor> = repel
             .iter()
-            .map(|o| o.narrow(1, 0, 1))
+            .map(|&i| outs[i - first].narrow(1, 0, 1))
             .collect::<candle_core::Result<_>>()?;
         let p = Tensor::cat(&cls, 1)?;
         let (b, d, w) = p.dims3()?;
@@ -187,6 +197,8 @@ pub fn fit(
     let dtype = model.logit_scale()?.dtype();
     let size = model.config().vision_config.image_size as u32;
     let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
+    // Refuse a bad --repel-blocks before any work.
+    repelled_blocks(&enc, &cfg.loss)?;
     let mut opt = Sgd::new(
         state.prompts.vars.clone(),
         SgdConfig {
@@ -216,7 +228,7 @@ pub fn fit(
         let mut prefixes = Vec::new();
         let mut targets = Vec::new();
         for batch in eval_loader.all()? {
-            let f = frozen_part(&enc, &to_pixels(&batch?.images)?, cfg.loss.layerwise)?;
+            let f = frozen_part(&enc, &to_pixels(&batch?.images)?, &cfg.loss)?;
             prefixes.push(f.prefix);
             targets.push(f.target);
         }
@@ -266,7 +278,7 @@ pub fn fit(
             let loader = Loader::new(samples.to_vec(), transform, cfg.batch_size, &Device::Cpu)?;
             for batch in loader.batches(order)? {
                 let batch = batch?;
-                let frozen = frozen_part(&enc, &to_pixels(&batch.images)?, cfg.loss.layerwise)?;
+                let frozen = frozen_part(&enc, &to_pixels(&batch.images)?, &cfg.loss)?;
                 account(
                     step(model, &enc, text, &frozen, &batch.labels, cfg, &mut opt)?,
                     batch.labels.len(),

@@ -34,14 +34,99 @@ impl std::str::FromStr for Repulsion {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Where FR compares the prompted encoder with the frozen one. Parsed from `final`, `prompted`,
+/// a block range `a..b` / `a..=b` or a list `6,8,10`; written back the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RepelAt {
+    /// The final pooled feature (the paper's definition).
+    #[default]
+    Final,
+    /// The [CLS] token after every prompted block (the paper's later, layer-wise version).
+    PromptedBlocks,
+    /// The [CLS] token after each of these blocks, independent of where the prompts are (the
+    /// paper's Split / Overlap / Intertwine / Mix ablations).
+    Blocks(Vec<usize>),
+}
+
+impl RepelAt {
+    /// The blocks whose [CLS] tokens are repelled (`None`: the pooled feature), checked against
+    /// the prompted blocks: FR above no prompt cannot move, so it is refused.
+    pub fn resolve(
+        &self,
+        prompted: std::ops::Range<usize>,
+        num_blocks: usize,
+    ) -> Result<Option<Vec<usize>>> {
+        match self {
+            Self::Final => Ok(None),
+            Self::PromptedBlocks => Ok(Some(prompted.collect())),
+            Self::Blocks(blocks) => {
+                for &b in blocks {
+                    if b >= num_blocks || b < prompted.start {
+                        return Err(Error::Invalid(format!(
+                            "--repel-blocks {self}: block {b} is outside blocks {}..{num_blocks}, \
+                             the ones at or after the first prompted block, where the prompts can \
+                             move the [CLS] token",
+                            prompted.start
+                        )));
+                    }
+                }
+                Ok(Some(blocks.clone()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RepelAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Final => write!(f, "final"),
+            Self::PromptedBlocks => write!(f, "prompted"),
+            Self::Blocks(b) => {
+                let list: Vec<String> = b.iter().map(|i| i.to_string()).collect();
+                write!(f, "{}", list.join(","))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for RepelAt {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "--repel-blocks `{s}`: expected final, prompted, a range a..b / a..=b or a list like 6,8,10"
+            ))
+        };
+        match s.trim() {
+            "final" => return Ok(Self::Final),
+            "prompted" => return Ok(Self::PromptedBlocks),
+            _ => {}
+        }
+        let mut blocks: Vec<usize> = match super::prompts::parse_block_range(s) {
+            Some(r) => r?.collect(),
+            None => s
+                .split(',')
+                .map(|t| t.trim().parse().map_err(|_| bad()))
+                .collect::<Result<_>>()?,
+        };
+        blocks.sort_unstable();
+        blocks.dedup();
+        if blocks.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self::Blocks(blocks))
+    }
+}
+
+super::serde_as_string!(RepelAt);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossConfig {
     /// Weight of FR; 0 is plain VPT.
     pub lambda: f64,
     pub repulsion: Repulsion,
-    /// FR on the [CLS] token at every prompted block (the paper's later version) instead of the
-    /// final pooled feature.
-    pub layerwise: bool,
+    /// Where FR compares the two encoders.
+    pub repel: RepelAt,
     /// Margin variant: each sample's term is max(FR_i, margin), so repulsion stops at the margin.
     pub margin: Option<f64>,
 }
@@ -51,7 +136,7 @@ impl Default for LossConfig {
         Self {
             lambda: 2.0,
             repulsion: Repulsion::Cosine,
-            layerwise: false,
+            repel: RepelAt::Final,
             margin: None,
         }
     }
@@ -107,8 +192,8 @@ pub struct LossParts {
     pub fr: f32,
 }
 
-/// CE + lambda * FR. `prompted`/`frozen` are the pooled features (B, W), or with `layerwise` the
-/// per-prompted-block [CLS] tokens concatenated along the batch ((depth * B, W) each).
+/// CE + lambda * FR. `prompted`/`frozen` are the pooled features (B, W), or when FR is on blocks
+/// the [CLS] tokens of the repelled blocks concatenated along the batch ((blocks * B, W) each).
 pub fn rvpt_loss(
     model: &Clip,
     text: &Tensor,

@@ -1,34 +1,114 @@
-//! Deep visual prompts (VPT-deep): `length` learnable tokens for each of the last `depth` blocks
-//! of the image tower, initialised N(0, 0.02), without positional embedding.
+//! Deep visual prompts (VPT-deep): `length` learnable tokens for each of a run of consecutive
+//! blocks of the image tower (by default the last `depth`), initialised N(0, 0.02), without
+//! positional embedding.
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+/// Which blocks get prompts: the last N (the paper's default), or a range `a..b` counted from the
+/// input (the paper's placement ablations). Parsed from `6`, `0..6` or `0..=5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptPlacement {
+    Last(usize),
+    Range { start: usize, end: usize },
+}
+
+impl PromptPlacement {
+    /// The prompted blocks of a tower of `num_blocks`, checked.
+    pub fn resolve(&self, num_blocks: usize) -> Result<std::ops::Range<usize>> {
+        let range = match *self {
+            Self::Last(n) => num_blocks.saturating_sub(n)..num_blocks,
+            Self::Range { start, end } => start..end,
+        };
+        let fits = match *self {
+            Self::Last(n) => n >= 1 && n <= num_blocks,
+            Self::Range { start, end } => start < end && end <= num_blocks,
+        };
+        if !fits {
+            return Err(Error::Invalid(format!(
+                "--prompt-blocks {self}: the image tower has blocks 0..{num_blocks}; give N \
+                 (the last N, 1 ≤ N ≤ {num_blocks}) or a non-empty range a..b (b ≤ {num_blocks})"
+            )));
+        }
+        Ok(range)
+    }
+}
+
+impl std::fmt::Display for PromptPlacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Last(n) => write!(f, "{n}"),
+            Self::Range { start, end } => write!(f, "{start}..{end}"),
+        }
+    }
+}
+
+/// Parses a block range `a..b` (end excluded) or `a..=b` (end included); `None` if `s` is not a
+/// range. Shared by `--prompt-blocks` and `--repel-blocks`.
+pub fn parse_block_range(s: &str) -> Option<Result<std::ops::Range<usize>>> {
+    let (a, b, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else {
+        let (a, b) = s.split_once("..")?;
+        (a, b, false)
+    };
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| Error::Invalid(format!("`{s}`: `{t}` is not a block number")))
+    };
+    Some((|| {
+        let (a, b) = (num(a)?, num(b)?);
+        Ok(a..if inclusive { b + 1 } else { b })
+    })())
+}
+
+super::serde_as_string!(PromptPlacement);
+
+impl std::str::FromStr for PromptPlacement {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match parse_block_range(s) {
+            Some(r) => {
+                let r = r?;
+                Ok(Self::Range {
+                    start: r.start,
+                    end: r.end,
+                })
+            }
+            None => s.trim().parse().map(Self::Last).map_err(|_| {
+                Error::Invalid(format!(
+                    "--prompt-blocks `{s}`: expected N (the last N blocks) or a range a..b / a..=b"
+                ))
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeepPrompts {
     /// One (length, width) tensor per prompted block, first prompted block first.
     pub vars: Vec<Var>,
-    /// Index of the first prompted block (num_blocks - depth).
+    /// Index of the first prompted block; the prompted blocks are `first_block..first_block +
+    /// depth()`.
     pub first_block: usize,
 }
 
 impl DeepPrompts {
-    /// Fresh prompts for the last `depth` of `num_blocks` blocks, deterministic in `seed`.
+    /// Fresh prompts for `blocks` (from [`PromptPlacement::resolve`]), deterministic in `seed`.
     pub fn init(
-        num_blocks: usize,
-        depth: usize,
+        blocks: std::ops::Range<usize>,
         length: usize,
         width: usize,
         seed: u64,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if depth == 0 || depth > num_blocks {
-            return Err(Error::Invalid(format!(
-                "--prompted-blocks {depth} must be between 1 and the {num_blocks} blocks of the image tower"
-            )));
+        let depth = blocks.len();
+        if depth == 0 {
+            return Err(Error::Invalid("no prompted blocks".into()));
         }
         if length == 0 {
             return Err(Error::Invalid("prompt length must be at least 1".into()));
@@ -46,12 +126,17 @@ impl DeepPrompts {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             vars,
-            first_block: num_blocks - depth,
+            first_block: blocks.start,
         })
     }
 
     pub fn depth(&self) -> usize {
         self.vars.len()
+    }
+
+    /// The prompted blocks.
+    pub fn blocks(&self) -> std::ops::Range<usize> {
+        self.first_block..self.first_block + self.depth()
     }
 
     pub fn length(&self) -> usize {
