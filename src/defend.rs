@@ -5,7 +5,7 @@
 
 use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
-use crate::data::{k_shot, ImageFolder, Loader, TooFew, Transform};
+use crate::data::{k_shot, k_shot_coop, ImageFolder, Loader, TooFew, Transform};
 use crate::defences::{
     self, cleanclip::CleanClipConfig, linear_probe::LinearProbeConfig, parse_methods,
     DefenceContext, MethodSpec, Outputs,
@@ -17,7 +17,7 @@ use crate::eval::{
 };
 use crate::metrics::{AsrConvention, Rate};
 use crate::text::{class_text_embeddings_with, Templates};
-use crate::train::rvpt::{EpochLog, PromptPlacement, RepelAt, RvptConfig};
+use crate::train::rvpt::{EpochLog, PromptPlacement, RepelAt, RvptConfig, ShotSampler};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -217,13 +217,22 @@ pub fn defend_case(case: &Case, s: &DefendSettings) -> Result<CaseResult> {
         )));
     }
     let classes = train.classes().to_vec();
-    let picks = k_shot(
-        &train.labels(),
-        &classes,
-        s.rvpt.shots,
-        s.rvpt.seed,
-        TooFew::Error,
-    )?;
+    let picks = match s.rvpt.sampler {
+        ShotSampler::Rvpt => k_shot(
+            &train.labels(),
+            &classes,
+            s.rvpt.shots,
+            s.rvpt.seed,
+            TooFew::Error,
+        )?,
+        ShotSampler::Coop => k_shot_coop(
+            &train.labels(),
+            &classes,
+            s.rvpt.shots,
+            s.rvpt.seed,
+            TooFew::TakeAll,
+        )?,
+    };
     let target = test.class_index(&case.target)?;
     let samples: Vec<(PathBuf, usize)> = picks
         .iter()
@@ -626,8 +635,13 @@ pub struct DefendArgs {
     /// Margin variant of FR: max(FR_i, margin)
     #[arg(long)]
     pub margin: Option<f64>,
+    /// Seed of the shots, the prompts' initialisation and the batch order
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How the shots are drawn: rvpt, or coop (Python's `random` as CoOp seeds it: the same
+    /// shots as CoOp for the same --seed on a CoOp split file; CoOp's seeds are 1, 2, 3)
+    #[arg(long, default_value = "rvpt")]
+    pub sampler: ShotSampler,
     /// Perturbations for PR; the case's trigger is added
     #[arg(long, default_value = "noise:0.03,blur:3,flip")]
     pub perturb: String,
@@ -729,6 +743,7 @@ pub fn run(args: &DefendArgs) -> Result<Vec<CaseResult>> {
         batch_size: args.batch_size,
         lr: args.lr,
         shots: args.shots,
+        sampler: args.sampler,
         seed: args.seed,
         augment: args.augment == "coop",
         blocks: args.prompt_blocks,

@@ -255,7 +255,11 @@ fn bicubic_same_size_is_identity_and_constants_stay_constant() {
 #[test]
 fn wanet_with_zero_strength_is_the_identity() {
     let x = t("x64");
-    let w = WaNet { k: Some(4), s: 0.0 };
+    let w = WaNet {
+        k: Some(4),
+        s: 0.0,
+        ..WaNet::default()
+    };
     let ours = w.apply(&x, 3).unwrap();
     let err = max_abs_diff(&ours, &x);
     assert!(err < 1e-5, "identity warp moved pixels by {err}");
@@ -549,7 +553,14 @@ fn trigger_specs_parse_and_round_trip() {
         assert_eq!(trig.to_string(), canonical);
     }
     match Trigger::parse("wanet:k=4,s=0.5").unwrap() {
-        Trigger::WaNet(w) => assert_eq!(w, WaNet { k: Some(4), s: 0.5 }),
+        Trigger::WaNet(w) => assert_eq!(
+            w,
+            WaNet {
+                k: Some(4),
+                s: 0.5,
+                ..WaNet::default()
+            }
+        ),
         other => panic!("{other:?}"),
     }
     match Trigger::parse("badnet:fixed").unwrap() {
@@ -785,5 +796,87 @@ fn every_trigger_is_a_perturbation_patch_file_included() {
                 "{name}: {e}"
             );
         }
+    }
+}
+
+/// CleanCLIP's bare-tensor grid and BackdoorBench's state dict (both written by PyTorch with the
+/// permuted, channel-first layout those projects save) are read as saved, and warp as torch does.
+#[test]
+fn wanet_grid_files_of_cleanclip_and_backdoorbench_warp_as_pytorch() {
+    use rvpt::attacks::wanet::upsampled_noise;
+    use rvpt::attacks::{read_noise_grid, Trigger};
+    let g = load_tensors("wanet/golden.safetensors");
+    let want: Vec<f32> = g["noise"].flatten_all().unwrap().to_vec1().unwrap();
+    let cleanclip = read_noise_grid(&common::fixture("wanet/cleanclip_noise_grid.pt")).unwrap();
+    let bb = read_noise_grid(&common::fixture("wanet/backdoorbench_state_dict.pt")).unwrap();
+    assert_eq!((cleanclip.h, cleanclip.w), (32, 32));
+    assert_eq!(cleanclip, bb);
+    assert_eq!(cleanclip.noise, want, "the strides were not followed");
+    // Our bicubic upsampling of the same control gives the same grid.
+    let ours = upsampled_noise(&g["control"], 32, 32).unwrap();
+    let err = ours
+        .noise
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(err < 1e-5, "upsampled noise differs by {err}");
+    for (spec, golden) in [("", "warped_s1"), (",s=0.5", "warped_s05")] {
+        for file in ["cleanclip_noise_grid.pt", "backdoorbench_state_dict.pt"] {
+            let path = common::fixture(&format!("wanet/{file}"));
+            let t = Trigger::parse(&format!("wanet:grid={}{spec}", path.display())).unwrap();
+            assert!(!t.is_seeded(), "a grid file does not depend on the seed");
+            let out = t.apply(&g["image"], 0, 0).unwrap();
+            let err = max_abs_diff(&out, &g[golden]);
+            assert!(err < 1e-5, "{file}{spec}: {err}");
+            assert_eq!(Trigger::parse(&t.name()).unwrap().name(), t.name());
+        }
+    }
+    // A grid is for one image size; a wrong size or file is named.
+    let t = Trigger::parse(&format!(
+        "wanet:grid={}",
+        common::fixture("wanet/cleanclip_noise_grid.pt").display()
+    ))
+    .unwrap();
+    let err = t.apply(
+        &Tensor::zeros((3, 64, 64), DType::F32, &Device::Cpu).unwrap(),
+        0,
+        0,
+    );
+    assert!(err.unwrap_err().to_string().contains("made for 32 x 32"));
+    let err = Trigger::parse(&format!(
+        "wanet:grid={}",
+        common::fixture("wanet/golden.safetensors").display()
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("not a WaNet noise grid"), "{err}");
+    assert!(Trigger::parse("wanet:grid=/no/such/grid.pt").is_err());
+}
+
+/// rvpt's own warp written in each project's layout reads back bit-exact (set RVPT_KEEP_GRIDS to
+/// a folder to keep the files for `make_wanet_grids.py --check`).
+#[test]
+fn wanet_grid_files_round_trip_in_both_layouts() {
+    use rvpt::attacks::{read_noise_grid, write_noise_grid, GridFormat, WaNet};
+    let dir = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("RVPT_KEEP_GRIDS").map(std::path::PathBuf::from);
+    let out = keep.as_deref().unwrap_or(dir.path());
+    let g = load_tensors("wanet/golden.safetensors");
+    let golden = rvpt::attacks::wanet::upsampled_noise(&g["control"], 32, 32).unwrap();
+    let seeded = WaNet {
+        k: Some(4),
+        ..WaNet::default()
+    }
+    .noise(32, 32, 7)
+    .unwrap();
+    for (format, name) in [
+        (GridFormat::CleanClip, "cleanclip.pt"),
+        (GridFormat::BackdoorBench, "backdoorbench.pt"),
+    ] {
+        write_noise_grid(&out.join(name), &golden, format).unwrap();
+        assert_eq!(read_noise_grid(&out.join(name)).unwrap(), golden);
+        let path = dir.path().join(format!("seeded-{name}"));
+        write_noise_grid(&path, &seeded, format).unwrap();
+        assert_eq!(read_noise_grid(&path).unwrap(), seeded);
     }
 }

@@ -685,3 +685,30 @@ fn coop_split_files_read_like_coop() {
     .unwrap();
     assert!(err(format!("{}#test", file.display())).contains("label 0 is `accordion` and `banjo`"));
 }
+
+/// CoOp's k-shot subsets, drawn by Python's `random` after `random.seed(seed)`, are reproduced
+/// index for index (tests/reference/make_coop_kshot.py): pool and set paths of `random.sample`,
+/// classes with fewer than k, a 64-bit seed.
+#[test]
+fn coop_k_shot_matches_python_random() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("coop_kshot.json")).unwrap())
+            .unwrap();
+    for case in cases {
+        let labels: Vec<usize> = serde_json::from_value(case["labels"].clone()).unwrap();
+        let want: Vec<usize> = serde_json::from_value(case["picked"].clone()).unwrap();
+        let (k, seed) = (
+            case["k"].as_u64().unwrap() as usize,
+            case["seed"].as_u64().unwrap(),
+        );
+        let n = labels.iter().max().unwrap() + 1;
+        let classes: Vec<String> = (0..n).map(|c| format!("c{c}")).collect();
+        let got = rvpt::data::k_shot_coop(&labels, &classes, k, seed, TooFew::TakeAll).unwrap();
+        assert_eq!(got, want, "k {k}, seed {seed}, {} samples", labels.len());
+        let too_few = labels.len() / n < k;
+        assert_eq!(
+            rvpt::data::k_shot_coop(&labels, &classes, k, seed, TooFew::Error).is_err(),
+            too_few
+        );
+    }
+}

@@ -277,3 +277,117 @@ fn one_pass_evaluation_equals_separate_passes() {
     // The shared pass must really have seen the trigger: the backdoor fires.
     assert!(separate_eval.attack_success_rate.unwrap().value > 0.9);
 }
+
+/// The paper's ablation settings reach training and the report: prompts placed from the input
+/// (`--prompt-blocks 2..5`), FR at other blocks (`--repel-blocks`), CoOp's shot sampler; and a
+/// linear probe is not measured on a folder of other classes (it has no head for them).
+#[test]
+fn placed_prompts_repel_blocks_and_other_class_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let other = dir.path().join("other");
+    assert!(
+        rvpt(&["toy", "--out", other.to_str().unwrap(), "--per-class", "2"])
+            .status
+            .success()
+    );
+    // Another class set: drop all but three classes.
+    let mut kept = 0;
+    for entry in std::fs::read_dir(&other).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            kept += 1;
+            if kept > 3 {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+    }
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "badnet",
+        "--test-data",
+        other.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--shots",
+        "2",
+        "--prompt-length",
+        "2",
+        "--prompt-blocks",
+        "2..5",
+        "--repel-blocks",
+        "6,9",
+        "--sampler",
+        "coop",
+        "--seed",
+        "1",
+        "--augment",
+        "none",
+        "--methods",
+        "linear-probe,rvpt",
+        "--probe-epochs",
+        "1",
+        "--anatomy",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let results = report[0]["results"].as_array().unwrap();
+    let (probe, rvpt_) = (&results[0], &results[1]);
+    assert_eq!(probe["method"], "linear-probe");
+    let t = &probe["transfer"][0];
+    assert!(t["clean_accuracy"].is_null(), "{t}");
+    assert!(t["note"]
+        .as_str()
+        .unwrap()
+        .contains("no head for other classes"));
+    assert_eq!(t["classes"], 3);
+    assert!(rvpt_["transfer"][0]["clean_accuracy"]["value"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    assert_eq!(
+        rvpt_["anatomy"]["prompted_blocks"],
+        serde_json::json!([2, 5])
+    );
+    // The checkpoint records the placement and applies it again.
+    let prompts = out.join("prompts-badnet-rvpt.safetensors");
+    let o = rvpt(&[
+        "anatomy",
+        "--weights",
+        "toy2-badnet",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--images",
+        out.join("toy-test").to_str().unwrap(),
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(a["anatomy"]["prompted_blocks"], serde_json::json!([2, 5]));
+    // FR below the prompts cannot move them: refused before any work, naming the flag.
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "badnet",
+        "--prompt-blocks",
+        "6",
+        "--repel-blocks",
+        "3",
+        "--augment",
+        "none",
+        "--methods",
+        "rvpt",
+        "--out",
+        dir.path().join("refused").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--repel-blocks"));
+}

@@ -559,6 +559,22 @@ fn trigger_files_round_trip_to_the_seeded_triggers() {
     };
     let pattern = dir.path().join("blend-pattern.png");
     to_png(&blended.pattern(32, 32, 7, 0).unwrap(), &pattern);
+    // toy-wanet's warp (`wanet:k=4,s=8`, seed 7) saved as CleanCLIP and BackdoorBench save grids.
+    let noise = rvpt::attacks::WaNet {
+        k: Some(4),
+        ..rvpt::attacks::WaNet::default()
+    }
+    .noise(32, 32, 7)
+    .unwrap();
+    let grids = [
+        rvpt::attacks::GridFormat::CleanClip,
+        rvpt::attacks::GridFormat::BackdoorBench,
+    ]
+    .map(|format| {
+        let path = dir.path().join(format!("{format:?}.pt"));
+        rvpt::attacks::write_noise_grid(&path, &noise, format).unwrap();
+        path
+    });
 
     let img = Tensor::rand(0f32, 1f32, (2, 3, 32, 32), &Device::Cpu).unwrap();
     let seeded = Trigger::parse("badnet:fixed,size=4")
@@ -585,6 +601,18 @@ fn trigger_files_round_trip_to_the_seeded_triggers() {
             "blended:fixed",
             format!("blended:{}", pattern.display()),
             0.02,
+        ),
+        (
+            "toy-wanet",
+            "wanet:k=4,s=8",
+            format!("wanet:grid={},s=8", grids[0].display()),
+            0.0,
+        ),
+        (
+            "toy-wanet",
+            "wanet:k=4,s=8",
+            format!("wanet:grid={},s=8", grids[1].display()),
+            0.0,
         ),
     ] {
         let (ca, a) = asr(weights, &test, seeded);

@@ -11,7 +11,7 @@
 //!
 //! Specs (`Trigger::parse`, `Perturbation::parse`) are `name[:options]`:
 //! `badnet`, `badnet:fixed`, `badnet:size=8`, `blended`, `blended:fixed`, `blended:FILE`, `wanet`,
-//! `wanet:k=4,s=0.5`, `lc`, `lc:amp=0.25,cell=2`; perturbations add `noise:STD`, `blur:K`,
+//! `wanet:k=4,s=0.5`, `wanet:grid=FILE.pt` (a CleanCLIP or BackdoorBench grid), `lc`, `lc:amp=0.25,cell=2`; perturbations add `noise:STD`, `blur:K`,
 //! `brightness:B`, `hue:H` and `flip`.
 
 pub mod badnet;
@@ -22,6 +22,7 @@ pub mod patch;
 pub mod perturb;
 pub mod planted;
 pub mod wanet;
+pub mod wanet_file;
 
 pub use badnet::BadNet;
 pub use blended::Blended;
@@ -29,6 +30,7 @@ pub use label_consistent::LabelConsistent;
 pub use patch::{apply_patch, Placement};
 pub use perturb::Perturbation;
 pub use wanet::WaNet;
+pub use wanet_file::{read_noise_grid, write_noise_grid, GridFormat, NoiseGrid};
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -60,6 +62,7 @@ pub const TRIGGER_NAMES: [&str; 6] = [
 
 impl Trigger {
     /// Parses `badnet[:fixed][,size=N]`, `blended[:FILE]`, `wanet[:k=N][,s=X]`,
+    /// `wanet:grid=FILE.pt[,s=X][,rescale=X]`,
     /// `lc[:amp=X][,cell=N]` (alias `label-consistent`). A blended pattern file is decoded here,
     /// so a missing or broken file fails at parse time.
     pub fn parse(spec: &str) -> Result<Self> {
@@ -119,7 +122,7 @@ impl Trigger {
     pub fn is_seeded(&self) -> bool {
         match self {
             Trigger::BadNet(b) => b.fixed,
-            Trigger::WaNet(_) => true,
+            Trigger::WaNet(w) => w.file.is_none(),
             Trigger::Blended(b) => matches!(b.pattern, blended::BlendPattern::FixedNoise),
             Trigger::LabelConsistent(_) | Trigger::Patch(_) => false,
         }

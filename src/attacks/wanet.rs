@@ -7,12 +7,16 @@
 //! control is the x (width) displacement, as `grid_sample` reads the last grid axis.
 //!
 //! Defaults are CleanCLIP's (k = H, i.e. 224 at 224 px, s = 1); BackdoorBench uses k = 4,
-//! s = 0.5. The field is drawn once per attack from the seed: every image gets the same warp.
+//! s = 0.5. The field is drawn once per attack from the seed: every image gets the same warp,
+//! or read from a CleanCLIP or BackdoorBench grid file (`grid=FILE`, see [`super::wanet_file`]).
 
+use super::wanet_file::{read_noise_grid, NoiseGrid};
 use super::{bad_spec, options, parse_num, rng, to_f32_vec, Dims};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::Rng;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaNet {
@@ -20,41 +24,71 @@ pub struct WaNet {
     pub k: Option<usize>,
     /// Warp strength.
     pub s: f32,
+    /// BackdoorBench's `grid_rescale` (1 everywhere it is used).
+    pub rescale: f32,
+    /// A noise grid saved by CleanCLIP or BackdoorBench, used instead of the seeded draw.
+    pub file: Option<Arc<(PathBuf, NoiseGrid)>>,
 }
 
 impl Default for WaNet {
     fn default() -> Self {
-        WaNet { k: None, s: 1.0 }
+        WaNet {
+            k: None,
+            s: 1.0,
+            rescale: 1.0,
+            file: None,
+        }
     }
 }
 
 impl WaNet {
-    /// Options: `k=N`, `s=X`.
+    /// Options: `k=N`, `s=X`, `rescale=X`, `grid=FILE` (the file is read here, so a missing or
+    /// broken one fails at parse time).
     pub(crate) fn parse_options(spec: &str, rest: Option<&str>) -> Result<Self> {
         let mut t = WaNet::default();
         for (key, value) in options(spec, rest)? {
             match key {
                 "k" => t.k = Some(parse_num(spec, key, value)?),
                 "s" => t.s = parse_num(spec, key, value)?,
+                "rescale" => t.rescale = parse_num(spec, key, value)?,
+                "grid" => {
+                    let file = PathBuf::from(
+                        value.ok_or_else(|| bad_spec(spec, "`grid` needs a .pt file"))?,
+                    );
+                    let grid = read_noise_grid(&file)?;
+                    t.file = Some(Arc::new((file, grid)));
+                }
                 _ => return Err(bad_spec(spec, format!("unknown wanet option `{key}`"))),
             }
         }
         if t.k == Some(0) {
             return Err(bad_spec(spec, "k must be positive"));
         }
-        if !t.s.is_finite() {
-            return Err(bad_spec(spec, "s must be finite"));
+        if t.k.is_some() && t.file.is_some() {
+            return Err(bad_spec(
+                spec,
+                "`k` shapes a drawn grid; a grid file has its own",
+            ));
+        }
+        if !t.s.is_finite() || !t.rescale.is_finite() {
+            return Err(bad_spec(spec, "s and rescale must be finite"));
         }
         Ok(t)
     }
 
     pub fn name(&self) -> String {
         let mut opts = Vec::new();
+        if let Some(file) = &self.file {
+            opts.push(format!("grid={}", file.0.display()));
+        }
         if let Some(k) = self.k {
             opts.push(format!("k={k}"));
         }
         if self.s != 1.0 {
             opts.push(format!("s={}", self.s));
+        }
+        if self.rescale != 1.0 {
+            opts.push(format!("rescale={}", self.rescale));
         }
         if opts.is_empty() {
             "wanet".into()
@@ -78,10 +112,31 @@ impl WaNet {
         Ok(Tensor::from_vec(data, (2, k, k), &Device::Cpu)?)
     }
 
+    /// The (h, w, 2) upsampled, normalised noise of the attack: `noise[(y * w + x) * 2 + c]`,
+    /// drawn from `seed` or read from the grid file (which must be of the image's size).
+    pub fn noise(&self, h: usize, w: usize, seed: u64) -> Result<NoiseGrid> {
+        match &self.file {
+            Some(file) => {
+                let (path, grid) = (&file.0, &file.1);
+                if (grid.h, grid.w) != (h, w) {
+                    return Err(Error::Invalid(format!(
+                        "the WaNet grid in {} was made for {} x {} images; these are warped at \
+                         {h} x {w} (the model's input size), and a grid is not resized",
+                        path.display(),
+                        grid.h,
+                        grid.w
+                    )));
+                }
+                Ok(grid.clone())
+            }
+            None => upsampled_noise(&self.draw_control(h, seed)?, h, w),
+        }
+    }
+
     /// The (h, w, 2) sampling grid of the attack. Callers warping many batches may keep it and
     /// call [`grid_sample`] directly.
     pub fn grid(&self, h: usize, w: usize, seed: u64) -> Result<Tensor> {
-        warp_grid(&self.draw_control(h, seed)?, h, w, self.s)
+        sampling_grid(&self.noise(h, w, seed)?, self.s, self.rescale)
     }
 
     /// Warps a (3, H, W) image or (B, 3, H, W) batch.
@@ -94,6 +149,12 @@ impl WaNet {
 /// The pure part: raw (2, kh, kw) control noise → (h, w, 2) grid, as BackdoorBench/CleanCLIP:
 /// `clamp(identity + s * upsample(ins / mean|ins|) / h, -1, 1)`.
 pub fn warp_grid(control: &Tensor, h: usize, w: usize, s: f32) -> Result<Tensor> {
+    sampling_grid(&upsampled_noise(control, h, w)?, s, 1.0)
+}
+
+/// Raw (2, kh, kw) control noise → the (h, w, 2) noise grid: `upsample(ins / mean|ins|)` (bicubic,
+/// align_corners), channels last, as the projects save it.
+pub fn upsampled_noise(control: &Tensor, h: usize, w: usize) -> Result<NoiseGrid> {
     if control.rank() != 3 || control.dim(0)? != 2 || h == 0 || w == 0 {
         return Err(Error::Invalid(format!(
             "wanet: expected a (2, k, k) control grid and a positive size, got {:?} for {h} x {w}",
@@ -110,14 +171,23 @@ pub fn warp_grid(control: &Tensor, h: usize, w: usize, s: f32) -> Result<Tensor>
     let norm: Vec<f32> = c.iter().map(|v| v / mean_abs).collect();
     let norm = Tensor::from_vec(norm, control.dims(), &Device::Cpu)?;
     let up = to_f32_vec(&upsample_bicubic(&norm, h, w)?)?;
+    let noise = (0..h * w).flat_map(|i| [up[i], up[h * w + i]]).collect();
+    Ok(NoiseGrid { h, w, noise })
+}
+
+/// Noise grid → sampling grid: `clamp((identity + s * noise / h) * rescale, -1, 1)`, the
+/// identity's channel 0 the column coordinate (x), as `grid_sample` reads it.
+pub fn sampling_grid(noise: &NoiseGrid, s: f32, rescale: f32) -> Result<Tensor> {
+    let (h, w) = (noise.h, noise.w);
     let (ys, xs) = (linspace_pm1(h), linspace_pm1(w));
     let hf = h as f32;
     let mut grid = vec![0f32; h * w * 2];
     for (y, gy) in ys.iter().enumerate() {
         for (x, gx) in xs.iter().enumerate() {
             let i = y * w + x;
-            grid[2 * i] = (gx + s * up[i] / hf).clamp(-1.0, 1.0);
-            grid[2 * i + 1] = (gy + s * up[h * w + i] / hf).clamp(-1.0, 1.0);
+            let n = &noise.noise[2 * i..2 * i + 2];
+            grid[2 * i] = ((gx + s * n[0] / hf) * rescale).clamp(-1.0, 1.0);
+            grid[2 * i + 1] = ((gy + s * n[1] / hf) * rescale).clamp(-1.0, 1.0);
         }
     }
     Ok(Tensor::from_vec(grid, (h, w, 2), &Device::Cpu)?)

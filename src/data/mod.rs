@@ -15,7 +15,7 @@ mod sampler;
 pub use folder::{is_image_file, ImageFolder, IMAGENET, IMAGENET_CLASSNAMES};
 pub use loader::{Batch, Batches, Item, Loader, OnBadImage, Skipped, Transform};
 pub use manifest::{CaptionManifest, LabeledManifest};
-pub use sampler::{k_shot, random_subset, shuffled, TooFew};
+pub use sampler::{k_shot, k_shot_coop, random_subset, shuffled, TooFew};
 
 use crate::error::{Error, Result};
 

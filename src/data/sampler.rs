@@ -105,3 +105,110 @@ pub fn random_subset(len: usize, n: usize, seed: u64) -> Vec<usize> {
     picked.sort_unstable();
     picked
 }
+
+/// Python's `random` module, as far as CoOp's k-shot sampling uses it: `random.seed(int)`
+/// (MT19937 seeded by `init_by_array` with the seed's 32-bit words), `getrandbits`,
+/// `_randbelow` and `random.sample`.
+struct PythonRandom(rand_mt::Mt);
+
+impl PythonRandom {
+    fn seed(seed: u64) -> Self {
+        let key: Vec<u32> = if seed >> 32 == 0 {
+            vec![seed as u32]
+        } else {
+            vec![seed as u32, (seed >> 32) as u32]
+        };
+        Self(rand_mt::Mt::new_with_key(key))
+    }
+
+    /// `_randbelow(n)` for 1 ≤ n < 2^32: `getrandbits(n.bit_length())` until below `n`.
+    fn below(&mut self, n: usize) -> usize {
+        let bits = usize::BITS - n.leading_zeros();
+        loop {
+            let r = (self.0.next_u32() >> (32 - bits)) as usize;
+            if r < n {
+                return r;
+            }
+        }
+    }
+
+    /// `random.sample(range(n), k)`: a partial pool shuffle for small `n`, rejection from a set
+    /// otherwise, with Python's threshold between the two.
+    fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut setsize = 21usize;
+        if k > 5 {
+            let exponent = ((k * 3) as f64).ln() / 4f64.ln();
+            setsize += 4usize.pow(exponent.ceil() as u32);
+        }
+        if n <= setsize {
+            let mut pool: Vec<usize> = (0..n).collect();
+            (0..k)
+                .map(|i| {
+                    let j = self.below(n - i);
+                    let picked = pool[j];
+                    pool[j] = pool[n - i - 1];
+                    picked
+                })
+                .collect()
+        } else {
+            let mut selected = std::collections::HashSet::new();
+            (0..k)
+                .map(|_| loop {
+                    let j = self.below(n);
+                    if selected.insert(j) {
+                        break j;
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// CoOp's k-shot sampling (Dassl's `generate_fewshot_dataset` after `random.seed(seed)`), for
+/// samples given in the data source's order (a CoOp split file's `train` list): classes in order
+/// of first appearance, each class's `random.sample(items, k)` in the order drawn; a class with
+/// fewer than `k` samples gives all of them (CoOp without `repeat`) or, with
+/// [`TooFew::Error`], an error. Indices into `labels`, in CoOp's order.
+pub fn k_shot_coop(
+    labels: &[usize],
+    classes: &[String],
+    k: usize,
+    seed: u64,
+    too_few: TooFew,
+) -> Result<Vec<usize>> {
+    if k == 0 {
+        return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
+    }
+    let mut order: Vec<usize> = Vec::new();
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+    for (i, &label) in labels.iter().enumerate() {
+        let items = by_class.get_mut(label).ok_or_else(|| {
+            Error::Invalid(format!(
+                "sample {i} has label {label}, but there are only {} classes",
+                classes.len()
+            ))
+        })?;
+        if items.is_empty() {
+            order.push(label);
+        }
+        items.push(i);
+    }
+    let mut rng = PythonRandom::seed(seed);
+    let mut picked = Vec::with_capacity(k * classes.len());
+    for label in order {
+        let items = &by_class[label];
+        if items.len() < k {
+            if too_few == TooFew::Error {
+                return Err(Error::TooFewSamples {
+                    class: classes[label].clone(),
+                    available: items.len(),
+                    wanted: k,
+                });
+            }
+            picked.extend(items);
+        } else {
+            picked.extend(rng.sample(items.len(), k).into_iter().map(|j| items[j]));
+        }
+    }
+    Ok(picked)
+}

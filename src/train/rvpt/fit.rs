@@ -13,6 +13,31 @@ use rand::SeedableRng;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// How the k shots per class are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShotSampler {
+    /// rvpt's own (ChaCha8, per class; `data::k_shot`): a class with too few images is an error.
+    #[default]
+    Rvpt,
+    /// CoOp's (Python `random` seeded like CoOp; `data::k_shot_coop`): the same shots as CoOp
+    /// for the same seed and data order (a CoOp split file); a class with too few gives all.
+    Coop,
+}
+
+impl std::str::FromStr for ShotSampler {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rvpt" => Ok(Self::Rvpt),
+            "coop" => Ok(Self::Coop),
+            _ => Err(Error::Invalid(format!(
+                "--sampler `{s}`: expected rvpt or coop"
+            ))),
+        }
+    }
+}
+
 /// Training settings; the defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RvptConfig {
@@ -22,6 +47,8 @@ pub struct RvptConfig {
     pub momentum: f64,
     pub weight_decay: f64,
     pub shots: usize,
+    #[serde(default)]
+    pub sampler: ShotSampler,
     pub seed: u64,
     /// CoOp augmentation (random resized crop + flip); without it the prefix cache is used.
     pub augment: bool,
@@ -41,6 +68,7 @@ impl Default for RvptConfig {
             momentum: 0.9,
             weight_decay: 5e-4,
             shots: 16,
+            sampler: ShotSampler::Rvpt,
             seed: 0,
             augment: true,
             blocks: PromptPlacement::Last(6),

@@ -34,6 +34,6 @@ pub mod prompts;
 
 pub use checkpoint::{CheckpointMeta, PromptCheckpoint};
 pub use encoder::PromptedEncoder;
-pub use fit::{batch_loss, fit, frozen_part, EpochLog, FitState, Frozen, RvptConfig};
+pub use fit::{batch_loss, fit, frozen_part, EpochLog, FitState, Frozen, RvptConfig, ShotSampler};
 pub use loss::{LossConfig, RepelAt, Repulsion};
 pub use prompts::{DeepPrompts, PromptPlacement};
