@@ -15,6 +15,8 @@ pub struct Engine {
     pub weights: ResolvedWeights,
     /// "hf" or "openai": the layout the checkpoint was stored in.
     pub layout: &'static str,
+    /// Whether the config was read, inferred from the shapes, or the default.
+    pub config_source: crate::model::ConfigSource,
     pub device: Device,
     pub dtype: DType,
 }
@@ -37,7 +39,7 @@ impl Engine {
 
     pub fn from_resolved(weights: ResolvedWeights, device: &Device, dtype: DType) -> Result<Self> {
         let ckpt = read_checkpoint(&weights)?;
-        let layout = ckpt.layout;
+        let (layout, config_source) = (ckpt.layout, ckpt.config_source);
         let model = ckpt.into_model(dtype, device)?;
         let tokenizer = tokenizer_for(&weights, model.config())?;
         Ok(Self {
@@ -45,6 +47,7 @@ impl Engine {
             tokenizer,
             weights,
             layout,
+            config_source,
             device: device.clone(),
             dtype,
         })

@@ -177,17 +177,33 @@ pub struct EvalReport {
 }
 
 pub fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
+    counting_bar(len, what, "images", show)
+}
+
+/// A bar that counts `unit` (images, epochs, steps); `what` labels it and the message (set
+/// with `set_message`, e.g. the loss) follows it. Hidden without `show` or off a terminal
+/// (indicatif draws nothing there; `progress_line` says what is happening instead).
+pub fn counting_bar(len: usize, what: &str, unit: &str, show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg:>12} [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta}",
-    ) {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{prefix:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, eta {{eta}}  {{msg}}"
+    )) {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_message(what.to_string());
+    bar.set_prefix(what.to_string());
     bar
+}
+
+/// One line of progress on stderr when it is not a terminal (a log file, a notebook cell),
+/// where bars are not drawn: long jobs are not silent there.
+pub fn progress_line(show: bool, line: impl FnOnce() -> String) {
+    use std::io::IsTerminal;
+    if show && !std::io::stderr().is_terminal() {
+        eprintln!("{}", line());
+    }
 }
 
 /// Applies `f(image, sample index)` to every image of a batch.
@@ -212,7 +228,7 @@ pub fn evaluate(
 }
 
 /// PR of one perturbation, with the layer-wise [CLS] cosine profile when asked for.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PerturbationResult {
     pub perturbation: String,
     pub resistivity: Resistivity,

@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 /// A proportion with its sample count and 95% Wilson score interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Rate {
     pub hits: usize,
     pub total: usize,
@@ -73,7 +73,7 @@ pub fn clean_accuracy(predictions: &[usize], labels: &[usize]) -> Result<Rate> {
 }
 
 /// Which triggered images count towards ASR (papers disagree; reports say which was used).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum AsrConvention {
     /// Images whose true class is the target are left out (BackdoorBench, CleanCLIP).
@@ -131,7 +131,7 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
 
 /// Perturbation resistivity of one perturbation, as the seed defines it:
 /// PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Resistivity {
     pub feature_cosine: f64,
     pub logit_cosine: f64,

@@ -37,7 +37,7 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 fn save_png(buf: Vec<u8>, path: &Path) -> Result<()> {
     let img = image::RgbImage::from_raw(W, H, buf)
         .ok_or_else(|| Error::Invalid("plot buffer has the wrong size".into()))?;
-    let tmp = path.with_extension("png.tmp");
+    let tmp = crate::model::init::temp_path(path);
     img.save_with_format(&tmp, image::ImageFormat::Png)
         .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -46,14 +46,40 @@ fn save_png(buf: Vec<u8>, path: &Path) -> Result<()> {
 type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// The frame every plot shares: a white canvas, a titled chart over `x` × `y`, whatever `draw`
-/// adds, the legend (when asked for), then the PNG.
+/// The Okabe–Ito palette (colour-blind safe), black last.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(240, 228, 66),
+    RGBColor(0, 0, 0),
+];
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line,
+    Box,
+}
+
+/// Width of the legend column right of the data (none without a legend).
+const LEGEND_W: u32 = 200;
+
+/// Renders one chart into a PNG: the caption, the axes (`draw` adds the mesh and the series),
+/// and, with `legend`, the series names in a column right of the data, where they hide nothing.
 fn render(
     path: &Path,
     title: &str,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
-    legend: bool,
+    legend: Option<(&[String], Swatch)>,
     draw: impl FnOnce(&mut Chart) -> Result<()>,
 ) -> Result<()> {
     fonts();
@@ -61,34 +87,55 @@ fn render(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(|e| plot_err(path, e))?;
+        let (area, side) = match legend {
+            Some(_) => root.split_horizontally(W - LEGEND_W),
+            None => root.split_horizontally(W),
+        };
+        let mut chart = ChartBuilder::on(&area)
             .margin(12)
-            .x_label_area_size(40)
+            .x_label_area_size(50)
             .y_label_area_size(60)
             .build_cartesian_2d(x, y)
             .map_err(|e| plot_err(path, e))?;
         draw(&mut chart)?;
-        if legend {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
+        if let Some((names, swatch)) = legend {
+            for (i, name) in names.iter().enumerate() {
+                let y = 30 + 24 * i as i32;
+                let c = colour(i);
+                match swatch {
+                    Swatch::Line => {
+                        side.draw(&PathElement::new(vec![(8, y), (30, y)], c.stroke_width(3)))
+                    }
+                    Swatch::Box => {
+                        side.draw(&Rectangle::new([(10, y - 7), (26, y + 7)], c.filled()))
+                    }
+                }
                 .map_err(|e| plot_err(path, e))?;
+                side.draw(&Text::new(
+                    name.clone(),
+                    (38, y - 8),
+                    ("sans-serif", 15).into_font().color(&BLACK),
+                ))
+                .map_err(|e| plot_err(path, e))?;
+            }
         }
         root.present().map_err(|e| plot_err(path, e))?;
     }
     save_png(buf, path)
 }
 
-/// Lines of (x, y) points, one per named series.
+/// Lines of (x, y) points, one per named series. With `integer_x` (epochs) the x ticks are
+/// whole numbers.
 pub fn line_plot(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    integer_x: bool,
 ) -> Result<()> {
     let pts = series.iter().flat_map(|(_, s)| s.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -102,72 +149,139 @@ pub fn line_plot(
         )));
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let names: Vec<String> = series.iter().map(|s| s.0.clone()).collect();
+    let span = (x1 - x0).max(1.0);
+    let ticks = if integer_x {
+        (span as usize + 1).min(11)
+    } else {
+        11
+    };
     render(
         path,
         title,
-        x0..x1.max(x0 + 1.0),
+        x0..x0 + span,
         (y0 - pad)..(y1 + pad),
-        true,
+        Some((&names, Swatch::Line)),
         |chart| {
             chart
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
+                .x_labels(ticks)
+                .x_label_formatter(&|x| {
+                    if integer_x {
+                        if (x - x.round()).abs() < 1e-6 {
+                            format!("{:.0}", x)
+                        } else {
+                            String::new()
+                        }
+                    } else {
+                        format!("{x:.2}")
+                    }
+                })
                 .draw()
                 .map_err(|e| plot_err(path, e))?;
-            for (i, (name, s)) in series.iter().enumerate() {
-                let colour = Palette99::pick(i).to_rgba();
+            for (i, (_, s)) in series.iter().enumerate() {
                 chart
-                    .draw_series(LineSeries::new(s.iter().copied(), colour.stroke_width(2)))
-                    .map_err(|e| plot_err(path, e))?
-                    .label(name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
+                    .draw_series(LineSeries::new(
+                        s.iter()
+                            .copied()
+                            .filter(|(x, y)| x.is_finite() && y.is_finite()),
+                        colour(i).stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?;
             }
             Ok(())
         },
     )
 }
 
-/// Grouped bars: one group per category, one bar per named series (values in [0, y_max]).
+/// One named series of a bar chart: a value per category (NaN: no bar) and, optionally, its
+/// interval (drawn as an error bar).
+pub struct BarSeries {
+    pub name: String,
+    pub values: Vec<f64>,
+    pub intervals: Option<Vec<(f64, f64)>>,
+}
+
+/// Grouped bars: one group per category, one bar per series (values in [0, y_max]), each
+/// labelled with its value, with its interval as an error bar when given.
 pub fn bar_plot(
     path: &Path,
     title: &str,
+    x_label: &str,
     y_label: &str,
     categories: &[String],
-    series: &[(String, Vec<f64>)],
+    series: &[BarSeries],
     y_max: f64,
 ) -> Result<()> {
     let n = categories.len().max(1) as f64;
     let k = series.len().max(1) as f64;
-    render(path, title, 0.0..n, 0.0..y_max, true, |chart| {
-        let cats = categories.to_vec();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(categories.len() * 2 + 1)
-            .x_label_formatter(&move |x| centre_label(&cats, *x))
-            .y_desc(y_label)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        for (j, (name, values)) in series.iter().enumerate() {
-            let colour = Palette99::pick(j).to_rgba();
-            let width = 0.8 / k;
-            let bars = values.iter().enumerate().map(move |(i, &v)| {
-                let x = i as f64 + 0.1 + j as f64 * width;
-                Rectangle::new([(x, 0.0), (x + width * 0.9, v.max(0.0))], colour.filled())
-            });
+    let names: Vec<String> = series.iter().map(|s| s.name.clone()).collect();
+    // Head room for the value labels.
+    let top = y_max * 1.08;
+    render(
+        path,
+        title,
+        0.0..n,
+        0.0..top,
+        Some((&names, Swatch::Box)),
+        |chart| {
+            let cats = categories.to_vec();
             chart
-                .draw_series(bars)
-                .map_err(|e| plot_err(path, e))?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
-                });
-        }
-        Ok(())
-    })
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(categories.len() * 2 + 1)
+                .x_label_formatter(&move |x| centre_label(&cats, *x))
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            let width = 0.8 / k;
+            // Small labels when many bars share a group.
+            let font = if series.len() * categories.len() > 24 {
+                10
+            } else {
+                12
+            };
+            for (j, s) in series.iter().enumerate() {
+                let c = colour(j);
+                for (i, &v) in s.values.iter().enumerate() {
+                    if !v.is_finite() {
+                        continue;
+                    }
+                    let x = i as f64 + 0.1 + j as f64 * width;
+                    let mid = x + width * 0.45;
+                    let bar = Rectangle::new([(x, 0.0), (x + width * 0.9, v.max(0.0))], c.filled());
+                    chart.draw_series([bar]).map_err(|e| plot_err(path, e))?;
+                    let mut label_y = v.max(0.0);
+                    if let Some((lo, hi)) = s.intervals.as_ref().and_then(|iv| iv.get(i)) {
+                        let cap = width * 0.2;
+                        let lines = [
+                            vec![(mid, *lo), (mid, *hi)],
+                            vec![(mid - cap, *lo), (mid + cap, *lo)],
+                            vec![(mid - cap, *hi), (mid + cap, *hi)],
+                        ];
+                        chart
+                            .draw_series(
+                                lines
+                                    .into_iter()
+                                    .map(|l| PathElement::new(l, BLACK.stroke_width(1))),
+                            )
+                            .map_err(|e| plot_err(path, e))?;
+                        label_y = label_y.max(*hi);
+                    }
+                    let text = Text::new(
+                        format!("{v:.1}"),
+                        (x, label_y + top * 0.035),
+                        ("sans-serif", font).into_font().color(&BLACK),
+                    );
+                    chart.draw_series([text]).map_err(|e| plot_err(path, e))?;
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Blue (negative) – white – red (positive), `t` in [-1, 1].
@@ -213,7 +327,7 @@ pub fn heat_map(
         .max(1e-12);
     let (nr, nc) = (rows.len() as f64, columns.len() as f64);
     let (rows_l, cols_l) = (rows.to_vec(), columns.to_vec());
-    render(path, title, 0.0..nc, 0.0..nr, false, |chart| {
+    render(path, title, 0.0..nc, 0.0..nr, None, |chart| {
         chart
             .configure_mesh()
             .disable_mesh()
@@ -255,4 +369,52 @@ fn centre_label(labels: &[String], x: f64) -> String {
     } else {
         String::new()
     }
+}
+
+/// The leaves where two JSON values differ, as `path: old → new` (settings a run or a checkpoint
+/// was made with against the ones asked for now).
+pub fn json_differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                let null = serde_json::Value::Null;
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} → {b}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", old, new, &mut out);
+    out
+}
+
+/// JSON for stdout: indented on a terminal, one line otherwise (notebook cells and `jq` read
+/// it line by line).
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    use std::io::IsTerminal;
+    let text = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .map_err(|e| Error::Invalid(format!("cannot serialise the output: {e}")))?;
+    println!("{text}");
+    Ok(())
 }

@@ -47,7 +47,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let cases = report.as_array().unwrap();
+    let cases = report["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
     for case in cases {
         let methods: Vec<&str> = case["results"]
@@ -151,7 +151,7 @@ fn defend_writes_report_plots_and_usable_prompts() {
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         eval["report"]["clean_accuracy"]["value"],
-        report[0]["results"][2]["clean_accuracy"]["value"]
+        report["cases"][0]["results"][2]["clean_accuracy"]["value"]
     );
 }
 
@@ -335,7 +335,7 @@ fn placed_prompts_repel_blocks_and_other_class_sets() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let results = report[0]["results"].as_array().unwrap();
+    let results = report["cases"][0]["results"].as_array().unwrap();
     let (probe, rvpt_) = (&results[0], &results[1]);
     assert_eq!(probe["method"], "linear-probe");
     let t = &probe["transfer"][0];

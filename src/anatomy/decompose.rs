@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
 /// One direct contributor to the image embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Component {
     /// [CLS] + its position embedding after the pre-norm: the start of the residual stream.

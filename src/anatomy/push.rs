@@ -18,7 +18,7 @@ use serde::Serialize;
 
 /// One component's push: the mean change of its part of the target logit, and its share of
 /// the heads' and MLPs' summed push.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ComponentPush {
     pub name: String,
     pub component: Component,
@@ -27,7 +27,7 @@ pub struct ComponentPush {
 }
 
 /// The pushes of one block's heads and MLP.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LayerPush {
     pub layer: usize,
     pub heads: Vec<f64>,
@@ -37,7 +37,7 @@ pub struct LayerPush {
     pub share: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AnatomyReport {
     pub trigger: String,
     pub target: String,

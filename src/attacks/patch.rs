@@ -201,7 +201,7 @@ impl PatchFile {
     }
 
     pub fn save(patch: &Tensor, path: &std::path::Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
+        let tmp = crate::model::init::temp_path(path);
         candle_core::safetensors::save(
             &std::collections::HashMap::from([("patch".to_string(), patch.clone())]),
             &tmp,

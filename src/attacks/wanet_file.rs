@@ -217,7 +217,7 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         .filter(|s| !s.is_empty())
         .unwrap_or("archive")
         .to_owned();
-    let tmp = path.with_extension("pt.tmp");
+    let tmp = crate::model::init::temp_path(path);
     let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp)?);
         let stored = zip::write::SimpleFileOptions::default()

@@ -198,7 +198,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         steps.max(1),
         args.warmup.min(steps.saturating_sub(1)),
     )?;
-    let bar = rvpt::eval::progress_bar(steps, "poisoning", true);
+    let bar = rvpt::eval::counting_bar(steps, "poisoning", "steps", true);
     let logs = train(
         &vars,
         &tokenizer,

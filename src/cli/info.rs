@@ -21,6 +21,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "source": weights.source,
             "layout": ckpt.layout,
             "config": ckpt.config,
+            "config_source": ckpt.config_source,
             "parameters": counts,
             "files": weights.files,
         }));
@@ -28,6 +29,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let (v, t) = (&ckpt.config.vision_config, &ckpt.config.text_config);
     println!("source      {}", weights.source);
     println!("layout      {}", ckpt.layout);
+    println!("config      {}", ckpt.config_source);
     println!(
         "vision      {}px, patch {}, width {}, {} blocks, {} heads, {:?}",
         v.image_size,

@@ -104,8 +104,5 @@ pub fn run() -> ExitCode {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) -> rvpt::Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| rvpt::Error::Invalid(format!("cannot serialise output: {e}")))?;
-    println!("{text}");
-    Ok(())
+    rvpt::report::print_json(value)
 }

@@ -159,6 +159,9 @@ pub struct DefenceContext<'a> {
     /// sha256 of the backdoored checkpoint, recorded in prompt checkpoints.
     pub base_sha256: String,
     pub show_progress: bool,
+    /// Continue a prompt checkpoint of the same settings and weights, reuse a finished
+    /// CleanCLIP model of the same settings (`--restart` turns it off).
+    pub resume: bool,
 }
 
 /// What a method produced, ready to evaluate.
@@ -180,10 +183,37 @@ pub struct Outputs {
     pub model_dir: PathBuf,
 }
 
+/// The CleanCLIP stage: a model fine-tuned with the same settings by an earlier run into the
+/// same folder (its `cleanclip.json` says so), else a fresh fine-tune, recorded the same way.
+fn fine_tuned(ctx: &DefenceContext, dir: &std::path::Path) -> Result<Clip> {
+    let record = dir.join("cleanclip.json");
+    let settings = serde_json::json!({
+        "cleanclip": ctx.cleanclip,
+        "base_sha256": ctx.base_sha256,
+        "shots": ctx.samples,
+    });
+    if ctx.resume && dir.join("model.safetensors").is_file() {
+        let earlier: Option<serde_json::Value> = std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if earlier.as_ref() == Some(&settings) {
+            if ctx.show_progress {
+                eprintln!("reusing the CleanCLIP model in {}", dir.display());
+            }
+            let engine =
+                crate::engine::Engine::load(&dir.display().to_string(), &ctx.device, ctx.dtype)?;
+            return Ok(engine.model);
+        }
+    }
+    let model = cleanclip::fine_tune(ctx, ctx.cleanclip, dir)?;
+    crate::report::write_json(&record, &settings)?;
+    Ok(model)
+}
+
 /// Runs the stages of `method` in order: fine-tune, prompts, linear head.
 pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result<Defended> {
     let tuned = if method.cleanclip {
-        let model = cleanclip::fine_tune(ctx, ctx.cleanclip, &out.model_dir)?;
+        let model = fine_tuned(ctx, &out.model_dir)?;
         let text =
             crate::text::class_text_embeddings(&model, ctx.tokenizer, ctx.classes, &ctx.device)?;
         Some((model, text))

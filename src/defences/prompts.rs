@@ -32,12 +32,16 @@ pub fn train(
         ctx.dtype,
         &ctx.device,
     )?;
-    let state = FitState {
-        momentum: vec![None; prompts.depth()],
-        prompts,
-        logs: vec![],
-    };
     let config = serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let state = if ctx.resume && file.exists() {
+        resume(file, &config, base_sha256, ctx)?
+    } else {
+        FitState {
+            momentum: vec![None; prompts.depth()],
+            prompts,
+            logs: vec![],
+        }
+    };
     let first_block = blocks.start;
     let mut save = |st: &FitState| {
         let meta = CheckpointMeta {
@@ -69,4 +73,56 @@ pub fn train(
         &mut save,
     )?;
     Ok((state.prompts, state.logs))
+}
+
+/// The training state of an unfinished (or finished) checkpoint, if it was made with `config`
+/// on the same weights; refused with the differences named otherwise.
+fn resume(
+    file: &Path,
+    config: &serde_json::Value,
+    base_sha256: &str,
+    ctx: &DefenceContext,
+) -> Result<FitState> {
+    let ck = PromptCheckpoint::load(file, ctx.dtype, &ctx.device)?;
+    let refuse = |why: String| {
+        Error::Invalid(format!(
+            "{} cannot be resumed: {why}. Give another --out, or --restart to start over",
+            file.display()
+        ))
+    };
+    if ck.meta.base_sha256 != base_sha256 {
+        return Err(refuse(format!(
+            "it was trained on weights with sha256 {}, these have {base_sha256}",
+            ck.meta.base_sha256
+        )));
+    }
+    let diff = crate::report::json_differences(&ck.meta.config, config);
+    if !diff.is_empty() {
+        return Err(refuse(format!(
+            "it was trained with other settings (then → now: {})",
+            diff.join("; ")
+        )));
+    }
+    let logs: Vec<EpochLog> = serde_json::from_value(ck.meta.metrics.clone())
+        .map_err(|e| refuse(format!("its epoch logs do not read ({e})")))?;
+    if logs.len() != ck.meta.epoch {
+        return Err(refuse(format!(
+            "it records {} epochs but logs {}",
+            ck.meta.epoch,
+            logs.len()
+        )));
+    }
+    if ctx.show_progress {
+        eprintln!(
+            "resuming {} at epoch {} of {}",
+            file.display(),
+            logs.len(),
+            ctx.rvpt.epochs
+        );
+    }
+    Ok(FitState {
+        prompts: ck.prompts,
+        momentum: ck.momentum,
+        logs,
+    })
 }

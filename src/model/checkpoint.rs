@@ -128,11 +128,35 @@ pub struct ParameterCounts {
 }
 
 /// The tensors of a checkpoint in transformers names, with the config they come with.
+/// Where a checkpoint's config came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigSource {
+    /// A config.json (or a config given by the caller).
+    Given,
+    /// Inferred from an OpenAI-layout state dict's shapes (heads = width / 64, quick_gelu,
+    /// pooling at the argmax of the ids).
+    Inferred,
+    /// None given and nothing to infer from: the ViT-B/32 default, checked against the shapes.
+    Default,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Given => "config.json",
+            Self::Inferred => "inferred from the checkpoint's shapes (OpenAI's rules: heads = width / 64, quick_gelu, pooling at the argmax of the ids)",
+            Self::Default => "none found: the ViT-B/32 default, checked against the shapes",
+        })
+    }
+}
+
 pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
     pub config: ClipConfig,
     /// "hf" or "openai".
     pub layout: &'static str,
+    pub config_source: ConfigSource,
 }
 
 impl Checkpoint {
@@ -140,9 +164,15 @@ impl Checkpoint {
     /// shapes, else the ViT-B/32 default.
     pub fn read(path: &Path, config: Option<ClipConfig>) -> Result<Self> {
         let raw = read_tensors(path)?;
+        let given = config.is_some();
         let (tensors, inferred, layout) = if openai::is_openai_layout(&raw) {
-            let inferred = openai::infer_config(&raw, path)?;
-            (openai::to_hf_names(raw, path)?, Some(inferred), "openai")
+            // Inferred only when no config is given: what cannot be inferred is refused there.
+            let inferred = if given {
+                None
+            } else {
+                Some(openai::infer_config(&raw, path)?)
+            };
+            (openai::to_hf_names(raw, path)?, inferred, "openai")
         } else if raw.contains_key("vision_model.embeddings.patch_embedding.weight") {
             (raw, None, "hf")
         } else {
@@ -157,11 +187,17 @@ impl Checkpoint {
                 ),
             });
         };
+        let config_source = match (given, inferred.is_some()) {
+            (true, _) => ConfigSource::Given,
+            (false, true) => ConfigSource::Inferred,
+            (false, false) => ConfigSource::Default,
+        };
         let config = config.or(inferred).unwrap_or_default();
         Ok(Self {
             tensors,
             config,
             layout,
+            config_source,
         })
     }
 

@@ -129,7 +129,7 @@ impl ClipVars {
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().to_dtype(dtype)?)))
             .collect::<Result<_>>()?;
         let model = dir.join("model.safetensors");
-        let tmp = dir.join("model.safetensors.tmp");
+        let tmp = temp_path(&dir.join("model.safetensors"));
         candle_core::safetensors::save(&tensors, &tmp)?;
         std::fs::rename(&tmp, &model).map_err(|e| Error::io(&model, e))?;
         let json = serde_json::to_string_pretty(&self.config)
@@ -139,8 +139,17 @@ impl ClipVars {
 }
 
 /// Writes `bytes` to `path` via a sibling temporary file and a rename.
+/// A temporary name next to `path`, unique to this process: two writers never share one.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -10,6 +10,8 @@ pub mod text;
 pub mod transformer;
 pub mod vision;
 
-pub use checkpoint::{expected_tensors, load_clip, parameter_counts, Checkpoint, ParameterCounts};
+pub use checkpoint::{
+    expected_tensors, load_clip, parameter_counts, Checkpoint, ConfigSource, ParameterCounts,
+};
 pub use clip::Clip;
 pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};

@@ -139,8 +139,22 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
     let tpos = dims("positional_embedding")?;
     let tproj = dims("text_projection")?;
     let (vw, patch) = (conv[0], conv[3]);
-    let grid = ((vpos[0] - 1) as f64).sqrt().round() as usize;
     let tw = tok[1];
+    // OpenAI's heads = width / 64 is a convention, not something the tensors record: a width it
+    // does not divide was built with another head count, and guessing one loads a wrong model.
+    for (tower, width) in [("image", vw), ("text", tw)] {
+        if width % 64 != 0 {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "cannot infer the {tower} tower's number of attention heads: its width \
+                     {width} is not a multiple of 64 (OpenAI's rule, heads = width / 64); give \
+                     the model's config.json next to the checkpoint (a directory holding both)"
+                ),
+            });
+        }
+    }
+    let grid = ((vpos[0] - 1) as f64).sqrt().round() as usize;
     let mlp = |prefix: &str, w: usize| {
         dims(&format!("{prefix}transformer.resblocks.0.mlp.c_fc.weight"))
             .map(|d| d[0])
@@ -152,7 +166,7 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
         vision_config: VisionConfig {
             hidden_size: vw,
             intermediate_size: mlp("visual.", vw),
-            num_attention_heads: (vw / 64).max(1),
+            num_attention_heads: vw / 64,
             num_hidden_layers: count_blocks(sd, "visual.transformer.resblocks."),
             image_size: grid * patch,
             patch_size: patch,
@@ -163,7 +177,7 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
         text_config: TextConfig {
             hidden_size: tw,
             intermediate_size: mlp("", tw),
-            num_attention_heads: (tw / 64).max(1),
+            num_attention_heads: tw / 64,
             num_hidden_layers: count_blocks(sd, "transformer.resblocks."),
             max_position_embeddings: tpos[0],
             vocab_size: tok[0],

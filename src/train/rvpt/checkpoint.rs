@@ -50,7 +50,7 @@ impl PromptCheckpoint {
         let meta_json = serde_json::to_string(&self.meta)
             .map_err(|e| Error::Invalid(format!("cannot serialise checkpoint metadata: {e}")))?;
         let info = HashMap::from([("rvpt".to_string(), meta_json)]);
-        let tmp = path.with_extension("safetensors.tmp");
+        let tmp = crate::model::init::temp_path(path);
         safetensors::tensor::serialize_to_file(tensors, Some(info), &tmp).map_err(|e| {
             Error::Checkpoint {
                 path: tmp.clone(),

@@ -269,7 +269,7 @@ pub fn fit(
     };
     let all: Vec<usize> = (0..samples.len()).collect();
     let start = state.logs.len();
-    let bar = crate::eval::progress_bar(cfg.epochs, "training", show_progress);
+    let bar = crate::eval::counting_bar(cfg.epochs, "training", "epochs", show_progress);
     bar.set_position(start as u64);
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
@@ -330,6 +330,17 @@ pub fn fit(
             .collect();
         bar.inc(1);
         bar.set_message(format!("loss {:.3}", sum / n));
+        crate::eval::progress_line(show_progress, || {
+            format!(
+                "training: epoch {}/{}, loss {:.4} (CE {:.4}, FR {:.4}), lr {lr:.2e}, {:.1} s",
+                epoch + 1,
+                cfg.epochs,
+                sum / n,
+                sum_ce / n,
+                sum_fr / n,
+                t0.elapsed().as_secs_f64()
+            )
+        });
         on_epoch(&state)?;
     }
     bar.finish_and_clear();

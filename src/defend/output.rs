@@ -1,0 +1,259 @@
+//! What a run leaves: `report.json` (settings, provenance and every result, rewritten as each
+//! result comes in), the tables on stdout and the PNG plots.
+
+use super::case::{CaseResult, MethodResult};
+use crate::error::Result;
+use crate::metrics::Rate;
+use std::path::{Path, PathBuf};
+
+/// Where a report comes from: which rvpt, when, on what.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// The crate version and the git commit it was built from (`-dirty`: with uncommitted
+    /// changes; `unknown`: built outside a git checkout).
+    pub rvpt_version: String,
+    pub rvpt_commit: String,
+    /// When the report was written, UTC (RFC 3339).
+    pub date: String,
+    pub device: String,
+    pub dtype: String,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+impl Provenance {
+    pub fn now(device: &str, dtype: &str) -> Self {
+        Self {
+            rvpt_version: env!("CARGO_PKG_VERSION").into(),
+            rvpt_commit: env!("RVPT_COMMIT").into(),
+            date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            device: device.into(),
+            dtype: dtype.into(),
+            command: std::env::args().collect(),
+        }
+    }
+}
+
+/// `report.json` of `rvpt defend` (and `--json` on stdout): one object.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DefendReport {
+    pub command: String,
+    pub provenance: Provenance,
+    /// Every setting that shapes the results (a resumed run must match them).
+    pub settings: serde_json::Value,
+    pub cases: Vec<CaseResult>,
+}
+
+impl DefendReport {
+    /// Writes `report.json` (atomically) and redraws the plots from what is there.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        crate::report::write_json(&dir.join("report.json"), self)?;
+        plots(&self.cases, dir)
+    }
+}
+
+/// The before/after table, one row per method.
+pub fn table(r: &CaseResult) -> String {
+    let mut out = format!(
+        "{} ({} → {}), {} shots/class, {} test images\n",
+        r.case.name, r.case.trigger, r.case.target, r.shots, r.test_images
+    );
+    let prs: Vec<String> = r
+        .results
+        .first()
+        .map(|m| {
+            m.resistivity
+                .iter()
+                .map(|p| p.perturbation.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let w = r
+        .results
+        .iter()
+        .map(|m| m.method.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    out += &format!("  {:<w$} {:>7} {:>7}", "method", "CA %", "ASR %");
+    for p in &prs {
+        out += &format!(" {:>12}", format!("PR {p}"));
+    }
+    let with_anatomy = r.results.iter().any(|m| m.anatomy.is_some());
+    if with_anatomy {
+        out += &format!(" {:>7} {:>9}  top components", "push", "in blocks");
+    }
+    out += "\n";
+    for m in &r.results {
+        out += &format!(
+            "  {:<w$} {:>7.1} {:>7.1}",
+            m.method,
+            100.0 * m.clean_accuracy.value,
+            100.0 * m.attack_success_rate.value
+        );
+        for p in &m.resistivity {
+            out += &format!(" {:>12.3}", p.resistivity.pr);
+        }
+        if let Some(a) = &m.anatomy {
+            let top: Vec<String> = a
+                .top
+                .iter()
+                .take(3)
+                .map(|c| format!("{} {:+.2}", c.name, c.push))
+                .collect();
+            out += &format!(
+                " {:>7.2} {:>8.0}%  {}",
+                a.written_push,
+                100.0 * a.prompted_share,
+                top.join(", ")
+            );
+        }
+        out += "\n";
+    }
+    let transfers = r.results.first().map_or(0, |m| m.transfer.len());
+    for k in 0..transfers {
+        let t0 = &r.results[0].transfer[k];
+        out += &format!(
+            "  on {} ({} classes, {} images): CA % / ASR %\n",
+            t0.test_data.display(),
+            t0.classes,
+            t0.test_images
+        );
+        for m in &r.results {
+            let t = &m.transfer[k];
+            let pct = |r: &Option<Rate>| {
+                r.as_ref()
+                    .map_or("-".into(), |r| format!("{:.1}", 100.0 * r.value))
+            };
+            out += &format!(
+                "  {:<w$} {:>7} {:>7}  {}\n",
+                m.method,
+                pct(&t.clean_accuracy),
+                pct(&t.attack_success_rate),
+                t.note.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+/// Loss curves, CA/ASR bars (with their 95% intervals) and PR per perturbation, as PNGs in
+/// `dir`. Drawn from whatever results exist (a case may be part-way through its methods).
+pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
+    use crate::report::{bar_plot, line_plot, BarSeries};
+    let mut written = Vec::new();
+    let mut curves = Vec::new();
+    for r in results {
+        for m in r.results.iter().filter(|m| !m.epochs.is_empty()) {
+            let pts = m
+                .epochs
+                .iter()
+                .map(|e| (e.epoch as f64 + 1.0, e.loss))
+                .collect();
+            curves.push((format!("{} {}", r.case.name, m.method), pts));
+        }
+    }
+    if !curves.is_empty() {
+        let p = dir.join("loss.png");
+        line_plot(
+            &p,
+            "training loss (CE + lambda FR)",
+            "epoch",
+            "loss",
+            &curves,
+            true,
+        )?;
+        written.push(p);
+    }
+    // Every method any case has, in first-seen order.
+    let mut methods: Vec<String> = Vec::new();
+    for m in results.iter().flat_map(|r| &r.results) {
+        if !methods.contains(&m.method) {
+            methods.push(m.method.clone());
+        }
+    }
+    if methods.is_empty() {
+        return Ok(written);
+    }
+    let cats: Vec<String> = results.iter().map(|r| r.case.name.clone()).collect();
+    let find = |r: &CaseResult, name: &str| r.results.iter().find(|m| m.method == name).cloned();
+    for (what, title, pick) in [
+        (
+            "ca",
+            "clean accuracy (%), 95% intervals",
+            (|m: &MethodResult| m.clean_accuracy) as fn(&MethodResult) -> Rate,
+        ),
+        (
+            "asr",
+            "attack success rate (%), 95% intervals",
+            |m: &MethodResult| m.attack_success_rate,
+        ),
+    ] {
+        let series: Vec<BarSeries> = methods
+            .iter()
+            .map(|name| {
+                let rates: Vec<Option<Rate>> = results
+                    .iter()
+                    .map(|r| find(r, name).map(|m| pick(&m)))
+                    .collect();
+                BarSeries {
+                    name: name.clone(),
+                    values: rates
+                        .iter()
+                        .map(|r| r.map_or(f64::NAN, |r| 100.0 * r.value))
+                        .collect(),
+                    intervals: Some(
+                        rates
+                            .iter()
+                            .map(|r| {
+                                r.map_or((f64::NAN, f64::NAN), |r| {
+                                    (100.0 * r.ci95.0, 100.0 * r.ci95.1)
+                                })
+                            })
+                            .collect(),
+                    ),
+                }
+            })
+            .collect();
+        let p = dir.join(format!("{what}.png"));
+        bar_plot(&p, title, "case", "%", &cats, &series, 100.0)?;
+        written.push(p);
+    }
+    for r in results {
+        let Some(first) = r.results.first() else {
+            continue;
+        };
+        let perts: Vec<String> = first
+            .resistivity
+            .iter()
+            .map(|p| p.perturbation.clone())
+            .collect();
+        let series: Vec<BarSeries> = r
+            .results
+            .iter()
+            .map(|m| BarSeries {
+                name: m.method.clone(),
+                values: m.resistivity.iter().map(|p| p.resistivity.pr).collect(),
+                intervals: None,
+            })
+            .collect();
+        let max = series
+            .iter()
+            .flat_map(|s| s.values.iter())
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, |a, &b| a.max(b))
+            * 1.1;
+        let p = dir.join(format!("pr-{}.png", r.case.name));
+        bar_plot(
+            &p,
+            &format!("PR per perturbation: {}", r.case.name),
+            "perturbation",
+            "PR",
+            &perts,
+            &series,
+            max,
+        )?;
+        written.push(p);
+    }
+    Ok(written)
+}
