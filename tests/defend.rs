@@ -391,3 +391,276 @@ fn placed_prompts_repel_blocks_and_other_class_sets() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--repel-blocks"));
 }
+
+/// A run slow enough to interrupt: batch 1, many epochs, on one toy case.
+fn slow_run_args<'a>(out: &'a str, methods: &'a str, lr: &'a str) -> Vec<&'a str> {
+    vec![
+        "defend",
+        "--cases",
+        "badnet",
+        "--methods",
+        methods,
+        "--epochs",
+        "150",
+        "--shots",
+        "2",
+        "--batch-size",
+        "1",
+        "--prompt-length",
+        "4",
+        "--augment",
+        "none",
+        "--lr",
+        lr,
+        "--out",
+        out,
+    ]
+}
+
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rvpt"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Epochs recorded in a prompt checkpoint (None while it does not exist yet).
+fn checkpoint_epochs(path: &std::path::Path) -> Option<usize> {
+    rvpt::train::rvpt::PromptCheckpoint::load(
+        path,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .ok()
+    .map(|c| c.meta.epoch)
+}
+
+/// Waits until the checkpoint holds at least `epochs` epochs, then kills the run (SIGKILL).
+fn kill_after_epochs(child: &mut std::process::Child, ckpt: &std::path::Path, epochs: usize) {
+    let start = std::time::Instant::now();
+    while checkpoint_epochs(ckpt).is_none_or(|e| e < epochs) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(start.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn report_of(out: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+/// `kill -9` mid-training, then the same command: the finished baseline is kept as it was (not
+/// measured again) and the training continues from its checkpoint to the end.
+#[test]
+fn an_interrupted_defend_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = slow_run_args(out.to_str().unwrap(), "none,rvpt", "0.002");
+    let ckpt = out.join("prompts-badnet-rvpt.safetensors");
+    let mut child = spawn(&args);
+    kill_after_epochs(&mut child, &ckpt, 3);
+    let killed_at = checkpoint_epochs(&ckpt).unwrap();
+    assert!(killed_at < 150);
+    // The baseline finished before the kill: it is in the report, and so are the plots.
+    let before = report_of(&out);
+    let results = before["cases"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["method"], "none");
+    assert!(out.join("asr.png").is_file() && out.join("ca.png").is_file());
+    let logs_before = rvpt::train::rvpt::PromptCheckpoint::load(
+        &ckpt,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .meta
+    .metrics;
+
+    let o = rvpt(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("at epoch {killed_at} of 150")),
+        "{err}"
+    );
+    let after = report_of(&out);
+    let results = after["cases"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    // Kept to the byte: the same train_seconds, the same rates.
+    assert_eq!(results[0], before["cases"][0]["results"][0]);
+    let epochs = results[1]["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 150);
+    for (e, (a, b)) in epochs
+        .iter()
+        .zip(logs_before.as_array().unwrap())
+        .enumerate()
+    {
+        assert_eq!(a["loss"], b["loss"], "epoch {e} was trained again");
+    }
+}
+
+/// A second run into an `--out` in use is refused (the first keeps running), and a prompt
+/// checkpoint of other settings is not resumed: both say why.
+#[test]
+fn a_busy_out_and_a_checkpoint_of_other_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let ckpt = out.join("prompts-badnet-rvpt.safetensors");
+    let mut first = spawn(&slow_run_args(out_s, "rvpt", "0.002"));
+    let lock = out.join(".rvpt.lock");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.trim().is_empty()) {
+        assert!(start.elapsed().as_secs() < 120, "no lock file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = rvpt(&slow_run_args(out_s, "rvpt", "0.002"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("in use by another rvpt run (pid {})", first.id())),
+        "{err}"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run was disturbed"
+    );
+    kill_after_epochs(&mut first, &ckpt, 2);
+    // No report yet (no method finished); the checkpoint says it was made with lr 0.002.
+    assert!(!out.join("report.json").exists());
+    let o = rvpt(&slow_run_args(out_s, "rvpt", "0.01"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lr: 0.002 → 0.01") && err.contains("--restart"),
+        "{err}"
+    );
+}
+
+/// A finished run's report is resumed only with the same settings: another --lr is refused
+/// naming it, and --restart starts over.
+#[test]
+fn other_settings_on_a_finished_out_are_refused_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let quick = |lr: &'static str, restart: bool| {
+        let mut a = vec![
+            "defend",
+            "--cases",
+            "badnet",
+            "--methods",
+            "none,vpt",
+            "--epochs",
+            "2",
+            "--shots",
+            "2",
+            "--prompt-length",
+            "2",
+            "--augment",
+            "none",
+            "--lr",
+            lr,
+            "--out",
+            out_s,
+        ];
+        if restart {
+            a.push("--restart");
+        }
+        rvpt(&a)
+    };
+    assert!(quick("0.002", false).status.success());
+    let first = report_of(&out);
+    // The same command again: nothing to do, nothing changes but the date.
+    assert!(quick("0.002", false).status.success());
+    assert_eq!(report_of(&out)["cases"], first["cases"]);
+    let o = quick("0.01", false);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rvpt.lr: 0.002 → 0.01"), "{err}");
+    assert_eq!(report_of(&out)["cases"], first["cases"]);
+    assert!(quick("0.01", true).status.success());
+    assert_eq!(report_of(&out)["settings"]["rvpt"]["lr"], 0.01);
+    // Provenance: which rvpt, when, on what.
+    let p = &report_of(&out)["provenance"];
+    assert_eq!(p["rvpt_version"], env!("CARGO_PKG_VERSION"));
+    assert!(!p["rvpt_commit"].as_str().unwrap().is_empty());
+    assert!(p["date"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        (p["device"].as_str(), p["dtype"].as_str()),
+        (Some("cpu"), Some("f32"))
+    );
+    let w = &report_of(&out)["cases"][0]["weights"];
+    assert_eq!(w["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(w["config_source"], "given");
+    assert_eq!(w["config"]["vision_config"]["num_attention_heads"], 4);
+}
+
+/// Bad settings are refused before any work, naming the flag, and leave no --out behind.
+#[test]
+fn bad_settings_are_refused_up_front_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    for (flag, value, says) in [
+        ("--epochs", "0", "--epochs 0: must be at least 1"),
+        ("--batch-size", "0", "--batch-size 0: must be at least 1"),
+        ("--shots", "0", "--shots 0: must be at least 1"),
+        ("--lambda", "-1", "--lambda"),
+        ("--lr", "0", "--lr 0: must be a finite number above 0"),
+        ("--prompt-blocks", "13", "--prompt-blocks 13"),
+        ("--perturb", "noise:x", "--perturb"),
+    ] {
+        let o = rvpt(&["defend", "--cases", "badnet", flag, value, "--out", out_s]);
+        assert!(!o.status.success(), "{flag} {value} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+        assert!(!out.exists(), "{flag} {value} created --out");
+    }
+    // A training image that does not decode is named before anything runs.
+    let data = dir.path().join("data");
+    assert!(
+        rvpt(&["toy", "--out", data.to_str().unwrap(), "--per-class", "2"])
+            .status
+            .success()
+    );
+    let class_dir = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    for f in std::fs::read_dir(&class_dir).unwrap() {
+        std::fs::write(f.unwrap().path(), b"not an image").unwrap();
+    }
+    let d = data.to_str().unwrap();
+    let o = rvpt(&[
+        "defend",
+        "--weights",
+        "toy2-badnet",
+        "--data",
+        d,
+        "--test-data",
+        d,
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--shots",
+        "2",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(class_dir.to_str().unwrap()), "{err}");
+    assert!(!out.exists());
+}
