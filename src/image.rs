@@ -111,6 +111,35 @@ pub fn normalize(unit: &Tensor) -> Result<Tensor> {
     Ok(unit.broadcast_sub(&mean)?.broadcast_div(&std)?)
 }
 
+/// How far an image may be from the model's input size before a warning: a shortest side
+/// below `size / FAR_BELOW` (little left to see once upscaled), or a longest side above
+/// `size * FAR_ABOVE` (detail lost, and slow to resize).
+const FAR_BELOW: u32 = 4;
+const FAR_ABOVE: u32 = 32;
+
+/// Warns on stderr (once per process for each of too small and too large, naming the first
+/// file) when an image is far from the model's `size`: it is still used, resized as CLIP does.
+pub fn warn_if_far_from_size(path: &Path, (w, h): (u32, u32), size: u32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SMALL: AtomicBool = AtomicBool::new(false);
+    static LARGE: AtomicBool = AtomicBool::new(false);
+    let (short, long) = (w.min(h), w.max(h));
+    let (flag, what) = if short.saturating_mul(FAR_BELOW) < size {
+        (&SMALL, "far below")
+    } else if long > size.saturating_mul(FAR_ABOVE) {
+        (&LARGE, "far above")
+    } else {
+        return;
+    };
+    if !flag.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "warning: {} is {w}x{h}, {what} the model's {size}x{size} input; it is resized \
+             anyway and its prediction may mean little (further such images are not reported)",
+            path.display()
+        );
+    }
+}
+
 /// Resize + centre crop to a `size` x `size` RGB image (still 8-bit, as PIL hands it on).
 pub fn resize_and_crop(img: &RgbImage, size: u32) -> RgbImage {
     center_crop(&resize_shortest_edge(img, size), size)
@@ -118,7 +147,9 @@ pub fn resize_and_crop(img: &RgbImage, size: u32) -> RgbImage {
 
 /// File → (3, size, size) image in [0, 1], resized and centre-cropped: before any trigger.
 pub fn load_unit(path: &Path, size: u32, device: &Device) -> Result<Tensor> {
-    to_unit_tensor(&resize_and_crop(&load_rgb(path)?, size), device)
+    let img = load_rgb(path)?;
+    warn_if_far_from_size(path, img.dimensions(), size);
+    to_unit_tensor(&resize_and_crop(&img, size), device)
 }
 
 /// File → normalised (3, size, size) pixels.

@@ -118,3 +118,46 @@ fn pil_resize_is_bit_exact() {
         );
     }
 }
+
+/// Images far from the model's input size are used, with a warning naming the file and both
+/// sizes (a 1x1 image classified "100% star" said nothing before).
+#[test]
+fn images_far_from_the_input_size_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.png");
+    let huge = dir.path().join("huge.png");
+    let ok = dir.path().join("ok.png");
+    ::image::RgbImage::from_pixel(1, 1, ::image::Rgb([200, 30, 30]))
+        .save(&tiny)
+        .unwrap();
+    // The toy models see 32 px: 2,000 px is more than 32 times that.
+    ::image::RgbImage::from_pixel(2000, 1200, ::image::Rgb([30, 30, 200]))
+        .save(&huge)
+        .unwrap();
+    ::image::RgbImage::from_pixel(48, 40, ::image::Rgb([30, 200, 30]))
+        .save(&ok)
+        .unwrap();
+    let classify = |img: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rvpt"))
+            .args([
+                "classify",
+                "--weights",
+                "toy2-badnet",
+                "--labels",
+                "heart,star",
+            ])
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = classify(&tiny);
+    assert!(
+        err.contains("tiny.png is 1x1, far below the model's 32x32 input"),
+        "{err}"
+    );
+    let err = classify(&huge);
+    assert!(err.contains("huge.png is 2000x1200, far above"), "{err}");
+    assert!(!classify(&ok).contains("warning"));
+}

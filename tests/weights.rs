@@ -246,3 +246,33 @@ fn non_clip_state_dict_is_refused() {
         other => panic!("expected Checkpoint error, got {:?}", other.err()),
     }
 }
+
+/// An OpenAI-layout checkpoint without its config: a width that OpenAI's heads = width / 64
+/// does not divide (the tiny fixture's text tower, width 16, 2 heads) is refused with the
+/// reason instead of loading with a guessed head count; with its config.json it loads, and
+/// `rvpt info` says where the config came from.
+#[test]
+fn an_uninferable_openai_checkpoint_is_refused_without_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("model.pt");
+    std::fs::copy(fixture("tiny-openai/model.pt"), &lone).unwrap();
+    let cpu = candle_core::Device::Cpu;
+    let err = rvpt::engine::Engine::load(lone.to_str().unwrap(), &cpu, candle_core::DType::F32)
+        .err()
+        .expect("loaded with a guessed head count");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("width 16 is not a multiple of 64") && msg.contains("config.json"),
+        "{msg}"
+    );
+    let with_config = fixture("tiny-openai");
+    let engine =
+        rvpt::engine::Engine::load(with_config.to_str().unwrap(), &cpu, candle_core::DType::F32)
+            .unwrap();
+    assert_eq!(engine.config_source, rvpt::model::ConfigSource::Given);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rvpt"))
+        .args(["info", "--weights", with_config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("config      config.json"));
+}

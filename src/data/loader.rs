@@ -176,6 +176,7 @@ impl Worker {
                 return Err(e);
             }
         };
+        crate::image::warn_if_far_from_size(path, img.dimensions(), self.transform.size());
         let item = Item {
             index: i,
             path,
