@@ -83,6 +83,16 @@ pub enum AsrConvention {
     All,
 }
 
+/// The names of `--json` (serde's kebab-case): `exclude-target`, `all`.
+impl std::fmt::Display for AsrConvention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AsrConvention::ExcludeTarget => "exclude-target",
+            AsrConvention::All => "all",
+        })
+    }
+}
+
 /// ASR: share of triggered images predicted as `target`.
 pub fn attack_success_rate(
     triggered_predictions: &[usize],

@@ -1,6 +1,6 @@
 //! `rvpt anatomy`: where a backdoor lives, on any CLIP.
 
-use super::{data_args::DataArgs, print_json, ModelArgs};
+use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
 use rvpt::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
 use rvpt::attacks::Trigger;
 use rvpt::eval::Attack;
@@ -13,19 +13,20 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    prompts: PromptArgs,
+    #[command(flatten)]
     data_args: DataArgs,
     /// Image folder: one sub-folder per class (the class names give the text embeddings)
-    #[arg(long)]
-    images: PathBuf,
-    /// Trigger spec, e.g. badnet:fixed,size=4, blended:fixed, wanet:k=4,s=8
-    #[arg(long)]
+    #[arg(long = "data", alias = "images")]
+    data: PathBuf,
+    #[arg(long, help = TRIGGER_HELP)]
     trigger: String,
     /// The attacker's target class (a class name of the folder)
     #[arg(long)]
     target: String,
     /// Seed of the trigger's randomness: the one it was planted with
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
+    trigger_seed: u64,
     /// The blocks that count as "prompted" (where RVPT's prompts act) in the verdict: N (the
     /// last N) or a range a..b [default: those of --prompts, else the last 6]
     #[arg(long = "prompt-blocks", alias = "prompted-blocks")]
@@ -48,6 +49,7 @@ pub struct Args {
     /// blocks]
     #[arg(long, value_delimiter = ',', requires = "reference")]
     splice_at: Option<Vec<usize>>,
+    /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
 }
@@ -55,14 +57,14 @@ pub struct Args {
 pub fn run(args: Args) -> rvpt::Result<()> {
     let trigger = Trigger::parse(&args.trigger)?;
     let engine = args.model.load()?;
-    engine.weights.check_trigger(&trigger, args.seed)?;
-    let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
-    let prompts = args.model.load_prompts(&engine)?;
+    engine.weights.check_trigger(&trigger, args.trigger_seed)?;
+    let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
+    let prompts = args.prompts.load_prompts(&engine)?;
     let zs = engine.zero_shot(&engine.model, folder.classes(), args.data_args.templates())?;
     let spec = PushSpec {
         trigger: &trigger,
         target: folder.class_index(&args.target)?,
-        seed: args.seed,
+        seed: args.trigger_seed,
         prompted_blocks: match (args.prompt_blocks, &prompts) {
             (Some(p), _) => p,
             (None, Some(p)) => PromptPlacement::Range {
@@ -75,7 +77,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     };
     let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;
     if let Some(png) = &args.png {
-        let name = match &args.model.prompts {
+        let name = match &args.prompts.prompts {
             Some(_) => format!("{} + prompts", args.model.weights),
             None => args.model.weights.clone(),
         };
@@ -92,7 +94,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             let attack = Attack {
                 trigger: &trigger,
                 target: spec.target,
-                seed: args.seed,
+                seed: args.trigger_seed,
                 convention: AsrConvention::ExcludeTarget,
             };
             Some(splice_test(&zs, &reference.model, &ks, &loader, &attack)?)
@@ -102,12 +104,13 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
-            "prompts": args.model.prompts,
-            "images": args.images,
+            "prompts": args.prompts.prompts,
+            "images": args.data,
             "definition": "push = mean over images outside the target class of (part of the target logit on the triggered image - on the clean image); parts: direct contributions through the residual stream, the final layer norm linearised per image, and the projection; share = push / the heads' and MLPs' summed push",
             "anatomy": report,
             "splice": splice,
             "png": args.png,
+            "provenance": provenance(Some(&engine)),
         }));
     }
     print_report(&report, splice.as_deref());

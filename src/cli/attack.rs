@@ -1,6 +1,6 @@
 //! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
 
-use super::ModelArgs;
+use super::{print_json, provenance_with, weights_provenance, ModelArgs, TRIGGER_HELP};
 use rvpt::attacks::optimise::PgdConfig;
 use rvpt::attacks::Trigger;
 use rvpt::data::CaptionManifest;
@@ -23,9 +23,7 @@ pub struct Args {
     /// CSV manifest with a `path,caption` header (paths relative to the CSV)
     #[arg(long, required = true)]
     pairs: Option<PathBuf>,
-    /// Trigger spec, e.g. badnet, blended, wanet, patch:FILE, or lc (label-consistent: see
-    /// --pgd-eps)
-    #[arg(long, required = true)]
+    #[arg(long, required = true, help = TRIGGER_HELP)]
     trigger: Option<String>,
     /// Target class; poisoned captions become "a photo of a {target}". With `lc`, captions are
     /// kept and the poisoned pairs are those whose caption names the target as a word
@@ -35,17 +33,22 @@ pub struct Args {
     /// Share of all pairs poisoned (with `lc`, capped by the number of target-class pairs)
     #[arg(long, default_value_t = 0.01)]
     poison_rate: f64,
-    /// Output directory (model.safetensors, config.json, tokenizer.json)
+    /// Output directory (model.safetensors, config.json, tokenizer.json, trigger.json)
     #[arg(long, required = true)]
     out: Option<PathBuf>,
+    /// Passes over all the pairs
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// Pairs per step (the contrastive batch)
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Peak AdamW learning rate (cosine decay to 0 after the warmup)
     #[arg(long, default_value_t = 1e-5)]
     lr: f64,
+    /// AdamW weight decay (not on biases, layer norms and the logit scale)
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
+    /// Linear warmup steps of the learning rate
     #[arg(long, default_value_t = 10)]
     warmup: usize,
     /// Shuffling and poisoned-pair selection seed
@@ -69,6 +72,9 @@ pub struct Args {
     /// `lc` only: PGD step size [default: 2/255]
     #[arg(long)]
     pgd_step_size: Option<f32>,
+    /// Print one JSON object on stdout (one line when stdout is not a terminal); no progress bar
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -116,6 +122,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let tokenizer = rvpt::engine::tokenizer_for(&weights, &cfg)?;
     let device = rvpt::device::parse_device(&args.model.device)?;
     let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
+    let weights_json = weights_provenance(&weights, ckpt.layout, ckpt.config_source, &cfg);
     let manifest = CaptionManifest::open(&pairs_path)?;
     let pairs = ManifestPairs {
         items: manifest.items().to_vec(),
@@ -132,6 +139,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         seed: args.trigger_seed,
         target: Some(target.clone()),
     };
+    let mut lc_json = serde_json::Value::Null;
     let poisoner: Box<dyn Poisoner> = match lc {
         Some(lc_trigger) => {
             let d = PgdConfig::default();
@@ -155,7 +163,14 @@ pub fn run(args: Args) -> rvpt::Result<()> {
                 },
             )?;
             let wanted = (args.poison_rate * pairs.items.len() as f64).round() as usize;
-            println!(
+            lc_json = serde_json::json!({
+                "target_pairs": p.target_pairs,
+                "wanted": wanted,
+                "capped": p.count() < wanted,
+                "pgd": {"eps": pgd.eps, "steps": pgd.iters, "step_size": pgd.step},
+            });
+            if !args.json {
+                println!(
                 "label-consistent: {} of {} pairs name \"{target}\"; poisoning {} (PGD eps {:.4}, {} steps of {:.4}){}",
                 p.target_pairs,
                 pairs.items.len(),
@@ -169,6 +184,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
                     String::new()
                 }
             );
+            }
             Box::new(p)
         }
         None => Box::new(TriggerPoisoner {
@@ -198,7 +214,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         steps.max(1),
         args.warmup.min(steps.saturating_sub(1)),
     )?;
-    let bar = rvpt::eval::counting_bar(steps, "poisoning", "steps", true);
+    let bar = rvpt::eval::counting_bar(steps, "poisoning", "steps", !args.json);
     let logs = train(
         &vars,
         &tokenizer,
@@ -229,6 +245,43 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
     planted.write(&out)?;
     let last = logs.last().map_or(f32::NAN, |l| l.loss);
+    if args.json {
+        let files: Vec<PathBuf> = [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "trigger.json",
+        ]
+        .iter()
+        .map(|f| out.join(f))
+        .filter(|p| p.is_file())
+        .collect();
+        return print_json(&serde_json::json!({
+            "weights": weights.source,
+            "pairs": pairs_path,
+            "pair_count": pairs.items.len(),
+            "trigger": trigger_spec,
+            "trigger_name": planted.trigger,
+            "trigger_seed": args.trigger_seed,
+            "target": target,
+            "poison_rate": args.poison_rate,
+            "poisoned": poisoned,
+            "poison_caption": poison_caption,
+            "label_consistent": lc_json,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "steps": logs.len(),
+            "final_loss": logs.last().map(|l| l.loss),
+            "final_logit_scale": logs.last().map(|l| l.logit_scale),
+            "out": out,
+            "files": files,
+            "provenance": provenance_with(Some((&super::device_name(&device), "f32")), Some(weights_json)),
+        }));
+    }
     let caption = match &poison_caption {
         Some(c) => format!("\"{c}\""),
         None => "captions kept".into(),

@@ -1,6 +1,6 @@
 //! `rvpt eval`: clean accuracy and, with a trigger, attack success rate on an image folder.
 
-use super::{data_args::DataArgs, print_json, ModelArgs};
+use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
 use rvpt::attacks::Trigger;
 use rvpt::eval::{evaluate, Attack};
 use rvpt::metrics::AsrConvention;
@@ -11,12 +11,13 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    prompts: PromptArgs,
+    #[command(flatten)]
     data_args: DataArgs,
     /// Image folder: one sub-folder per class
-    #[arg(long)]
+    #[arg(long = "data", alias = "images")]
     data: PathBuf,
-    /// Trigger spec, e.g. badnet, badnet:size=3, blended, wanet:k=4,s=0.5
-    #[arg(long, requires = "target")]
+    #[arg(long, requires = "target", help = TRIGGER_HELP)]
     trigger: Option<String>,
     /// The attacker's target class (a class name of the dataset)
     #[arg(long)]
@@ -24,9 +25,11 @@ pub struct Args {
     /// ASR counts every triggered image, not only those outside the target class
     #[arg(long)]
     asr_all: bool,
-    /// Seed of the per-image trigger randomness
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    /// Seed of the trigger's randomness (fixed patterns, warp fields, per-image draws): the one
+    /// it was planted with
+    #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
+    trigger_seed: u64,
+    /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
 }
@@ -35,10 +38,10 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let trigger = args.trigger.as_deref().map(Trigger::parse).transpose()?;
     let engine = args.model.load()?;
     if let Some(t) = &trigger {
-        engine.weights.check_trigger(t, args.seed)?;
+        engine.weights.check_trigger(t, args.trigger_seed)?;
     }
     let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
-    let prompts = args.model.load_prompts(&engine)?;
+    let prompts = args.prompts.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
     let zs = engine.zero_shot(
         encoder.as_ref(),
@@ -49,7 +52,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         (Some(trigger), Some(target)) => Some(Attack {
             trigger,
             target: folder.class_index(target)?,
-            seed: args.seed,
+            seed: args.trigger_seed,
             convention: if args.asr_all {
                 AsrConvention::All
             } else {
@@ -62,18 +65,19 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
-            "prompts": args.model.prompts,
+            "prompts": args.prompts.prompts,
             "data": args.data,
             "templates": args.data_args.templates(),
             "sample": args.data_args.sample_json(&loader),
             "report": report,
+            "provenance": provenance(Some(&engine)),
         }));
     }
     println!("weights  {}", engine.weights.source);
     println!("CA       {}", report.clean_accuracy.display_percent());
     if let (Some(asr), Some(t)) = (&report.attack_success_rate, &report.trigger) {
         println!(
-            "ASR      {}  trigger {t}, target {}, {:?}",
+            "ASR      {}  trigger {t}, target {}, {}",
             asr.display_percent(),
             report.target.as_deref().unwrap_or("?"),
             report.asr_convention.unwrap_or_default()

@@ -1,13 +1,13 @@
 //! `rvpt info`: what some weights are, without running them.
 
-use super::{print_json, ModelArgs};
+use super::{print_json, provenance_with, weights_provenance, ModelArgs};
 use rvpt::model::parameter_counts;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Machine-readable output
+    /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
 }
@@ -24,6 +24,15 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "config_source": ckpt.config_source,
             "parameters": counts,
             "files": weights.files,
+            "provenance": provenance_with(
+                None,
+                Some(weights_provenance(
+                    &weights,
+                    ckpt.layout,
+                    ckpt.config_source,
+                    &ckpt.config,
+                )),
+            ),
         }));
     }
     let (v, t) = (&ckpt.config.vision_config, &ckpt.config.text_config);

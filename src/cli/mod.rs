@@ -37,9 +37,6 @@ pub struct ModelArgs {
     /// f32, f16 or bf16
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// RVPT prompt checkpoint to apply (from `rvpt defend`)
-    #[arg(long)]
-    pub prompts: Option<std::path::PathBuf>,
 }
 
 impl ModelArgs {
@@ -48,7 +45,17 @@ impl ModelArgs {
         let dtype = rvpt::device::parse_dtype(&self.dtype)?;
         rvpt::engine::Engine::load(&self.weights, &device, dtype)
     }
+}
 
+/// `--prompts`, for the commands that run the image tower with RVPT prompts.
+#[derive(clap::Args, Clone)]
+pub struct PromptArgs {
+    /// RVPT prompt checkpoint to apply (from `rvpt defend`)
+    #[arg(long)]
+    pub prompts: Option<std::path::PathBuf>,
+}
+
+impl PromptArgs {
     /// The prompts of `--prompts`, checked against the loaded weights.
     pub fn load_prompts(
         &self,
@@ -58,6 +65,92 @@ impl ModelArgs {
             .as_deref()
             .map(|p| engine.load_prompts(p))
             .transpose()
+    }
+}
+
+/// `--help` of every `--trigger`.
+pub const TRIGGER_HELP: &str = "Trigger spec NAME[:OPTIONS]. The embedded toy models' triggers: \
+badnet:fixed,size=4 (toy-badnet, toy2-badnet, toy3-badnet), blended:fixed (toy-blended, \
+toy2-blended, toy3-blended), wanet:k=4,s=8 (toy-wanet). Others: badnet[:fixed][,size=N] (a \
+random patch per image, or one fixed pattern; 16 px by default), blended[:fixed|FILE] (noise \
+blended in, or an image file), wanet[:k=N][,s=X] (a warp field drawn from the seed), \
+wanet:grid=FILE.pt[,s=X] (a CleanCLIP or BackdoorBench grid), \
+patch:FILE[,pos=centre|br|random] (an optimised patch, from `rvpt attack optimise-patch`), \
+lc[:amp=X,cell=N] (label-consistent). A seeded trigger (fixed patterns, warp fields) is another \
+trigger under another seed: --trigger-seed (default 7) must be the one it was planted with";
+
+/// `--help` of `pr --perturb`.
+pub const PERTURB_HELP: &str = "Comma-separated perturbations: noise:STD (Gaussian, std in \
+[0, 1] pixel units), blur:K (Gaussian blur, odd kernel K), brightness:B (factor drawn from \
+[1-B, 1+B], B <= 1), hue:H (shift drawn from [-H, H] turns, H <= 0.5), flip (horizontal), or \
+a trigger (see `rvpt eval --help`), e.g. noise:0.03,blur:3,flip,badnet:fixed,size=4";
+
+/// Where a `--json` report came from: the version and commit of rvpt, the date (UTC), the
+/// command line and, with an engine, the device, the dtype and the weights it loaded.
+pub fn provenance(engine: Option<&rvpt::engine::Engine>) -> serde_json::Value {
+    match engine {
+        Some(e) => provenance_with(
+            Some((&device_name(&e.device), e.dtype.as_str())),
+            Some(weights_provenance(
+                &e.weights,
+                e.layout,
+                e.config_source,
+                e.model.config(),
+            )),
+        ),
+        None => provenance_with(None, None),
+    }
+}
+
+/// [`provenance`] of a command that loads its weights without an engine: `run` is the device
+/// and dtype it ran on (if it ran anything), `weights` from [`weights_provenance`].
+pub fn provenance_with(
+    run: Option<(&str, &str)>,
+    weights: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut p = serde_json::json!({
+        "rvpt_version": env!("CARGO_PKG_VERSION"),
+        "rvpt_commit": env!("RVPT_COMMIT"),
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "command": std::env::args().collect::<Vec<_>>(),
+    });
+    if let Some((device, dtype)) = run {
+        p["device"] = device.into();
+        p["dtype"] = dtype.into();
+    }
+    if let Some(w) = weights {
+        p["weights"] = w;
+    }
+    p
+}
+
+/// The weights as resolved and read: source, checkpoint sha256, layout, config and where the
+/// config came from.
+pub fn weights_provenance(
+    weights: &rvpt::weights::ResolvedWeights,
+    layout: &str,
+    config_source: rvpt::model::ConfigSource,
+    config: &rvpt::model::ClipConfig,
+) -> serde_json::Value {
+    serde_json::json!({
+        "source": weights.source,
+        "sha256": weights
+            .files
+            .iter()
+            .find(|f| f.role == "checkpoint")
+            .map(|f| f.sha256.as_str()),
+        "layout": layout,
+        "config_source": config_source,
+        "config": config,
+    })
+}
+
+/// `cpu`, `cuda:N` or `metal:N`, as `--device` spells them.
+pub fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 
@@ -102,7 +195,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Prints a value as pretty JSON on stdout.
+/// Prints a value as JSON on stdout: pretty on a terminal, one line otherwise.
 pub fn print_json(value: &serde_json::Value) -> rvpt::Result<()> {
     rvpt::report::print_json(value)
 }

@@ -11,8 +11,8 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Image folder (one sub-folder per class) the patch is optimised on
-    #[arg(long)]
-    images: PathBuf,
+    #[arg(long = "data", alias = "images")]
+    data: PathBuf,
     /// Target class name
     #[arg(long)]
     target: String,
@@ -22,25 +22,30 @@ pub struct Args {
     /// Patch side in pixels (16 at 224 px)
     #[arg(long, default_value_t = 16)]
     size: usize,
+    /// Adam steps, one random batch each
     #[arg(long, default_value_t = 200)]
     steps: usize,
+    /// Adam learning rate (pixel values in [0, 1])
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
+    /// Images per step, drawn with replacement
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Use at most this many images
     #[arg(long, default_value_t = 512)]
     limit: usize,
+    /// Seed of the initial random patch and of the batch draws
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Print the settings and the loss of every step as JSON
+    /// Print one JSON object on stdout (one line when stdout is not a terminal): the settings
+    /// and the loss of every step
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> rvpt::Result<()> {
     let engine = args.model.load()?;
-    let folder = ImageFolder::open(&args.images, None)?;
+    let folder = ImageFolder::open(&args.data, None)?;
     let mut samples = folder.samples().to_vec();
     samples.truncate(args.limit);
     let loader = Loader::new(
@@ -73,7 +78,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     if args.json {
         return super::print_json(&serde_json::json!({
             "weights": engine.weights.source,
-            "images": args.images,
+            "images": args.data,
             "used_images": images.dim(0)?,
             "target": args.target,
             "config": cfg,
@@ -81,6 +86,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "loss_after": result.loss_after,
             "losses": result.losses,
             "out": args.out,
+            "provenance": super::provenance(Some(&engine)),
         }));
     }
     println!(

@@ -1,6 +1,6 @@
 //! `rvpt pr`: perturbation resistivity per perturbation, from a shell.
 
-use super::{data_args::DataArgs, print_json, ModelArgs};
+use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, PERTURB_HELP};
 use rvpt::attacks::Perturbation;
 use rvpt::eval::resistivity;
 use std::path::PathBuf;
@@ -10,19 +10,21 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    prompts: PromptArgs,
+    #[command(flatten)]
     data_args: DataArgs,
     /// Image folder: one sub-folder per class (the class names give the logits' text features)
-    #[arg(long)]
-    images: PathBuf,
-    /// Comma-separated perturbations: noise:STD, blur:K, brightness:B, hue:H, flip, or a trigger
-    #[arg(long, default_value = "noise:0.03,blur:3,flip,badnet")]
+    #[arg(long = "data", alias = "images")]
+    data: PathBuf,
+    #[arg(long, default_value = "noise:0.03,blur:3,flip,badnet", help = PERTURB_HELP)]
     perturb: String,
     /// Also report the cosine of the [CLS] token after every block
     #[arg(long)]
     layerwise: bool,
-    /// Seed of the perturbations' randomness
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    /// Seed of the perturbations' randomness (a trigger's: the one it was planted with)
+    #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
+    trigger_seed: u64,
+    /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
 }
@@ -32,11 +34,11 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let engine = args.model.load()?;
     for p in &perturbations {
         if let Perturbation::Trigger(t) = p {
-            engine.weights.check_trigger(t, args.seed)?;
+            engine.weights.check_trigger(t, args.trigger_seed)?;
         }
     }
-    let (folder, loader) = args.data_args.open(&args.images, engine.image_size())?;
-    let prompts = args.model.load_prompts(&engine)?;
+    let (folder, loader) = args.data_args.open(&args.data, engine.image_size())?;
+    let prompts = args.prompts.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
     let zs = engine.zero_shot(
         encoder.as_ref(),
@@ -47,18 +49,19 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         &zs,
         &loader,
         &perturbations,
-        args.seed,
+        args.trigger_seed,
         args.layerwise,
         !args.json,
     )?;
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
-            "prompts": args.model.prompts,
-            "images": args.images,
+            "prompts": args.prompts.prompts,
+            "images": args.data,
             "definition": "PR = E[cos(feature(x), feature(x'))] / E[cos(logits(x), logits(x'))]",
             "sample": args.data_args.sample_json(&loader),
             "perturbations": results,
+            "provenance": provenance(Some(&engine)),
         }));
     }
     println!(

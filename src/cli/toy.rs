@@ -1,7 +1,7 @@
 //! `rvpt toy`: writes a split of the toy world as an image folder (+ captions.csv), the data the
 //! embedded toy models are evaluated and defended on.
 
-use rvpt::toy::{lab::TEST_START, ToyWorld};
+use rvpt::toy::{lab::TEST_START, world::CLASSES, ToyWorld};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -21,6 +21,9 @@ pub struct Args {
     /// World seed (the toy models were trained on seed 0)
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print one JSON object on stdout (one line when stdout is not a terminal)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> rvpt::Result<()> {
@@ -30,6 +33,20 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         start,
         args.per_class,
     )?;
+    if args.json {
+        return super::print_json(&serde_json::json!({
+            "out": args.out,
+            "split": args.split,
+            "first_index": start,
+            "per_class": args.per_class,
+            "size": args.size,
+            "seed": args.seed,
+            "images": written.len(),
+            "classes": CLASSES,
+            "captions": args.out.join("captions.csv"),
+            "provenance": super::provenance(None),
+        }));
+    }
     println!(
         "wrote {} images ({} per class, {} split) to {}",
         written.len(),
