@@ -187,6 +187,7 @@ pub fn counting_bar(len: usize, what: &str, unit: &str, show: bool) -> ProgressB
     if !show {
         return ProgressBar::hidden();
     }
+    progress_line(show, || format!("{what}: {len} {unit}"));
     let bar = ProgressBar::new(len as u64);
     if let Ok(style) = ProgressStyle::with_template(&format!(
         "{{prefix:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, eta {{eta}}  {{msg}}"
