@@ -161,12 +161,7 @@ fn limit_samples_every_class_with_a_seed() {
 
 /// Runs `rvpt args`: (success, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
-    let o = rvpt().args(args).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::run_rvpt(args)
 }
 
 /// `rvpt args` must succeed and print exactly one line of JSON (stdout is a pipe here).

@@ -4,19 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 fn rvpt(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rvpt"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_rvpt(args)
 }
 
 fn json(args: &[&str]) -> serde_json::Value {

@@ -29,6 +29,26 @@ fn rng(seed: u64, tag: &[u8; 8], stream: u64) -> ChaCha8Rng {
     rng
 }
 
+/// The indices of `labels` grouped by class (one list per class, ascending), and the classes
+/// in order of first appearance.
+fn group_by_class(labels: &[usize], classes: &[String]) -> Result<(Vec<Vec<usize>>, Vec<usize>)> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+    let mut order = Vec::new();
+    for (i, &label) in labels.iter().enumerate() {
+        let items = by_class.get_mut(label).ok_or_else(|| {
+            Error::Invalid(format!(
+                "sample {i} has label {label}, but there are only {} classes",
+                classes.len()
+            ))
+        })?;
+        if items.is_empty() {
+            order.push(label);
+        }
+        items.push(i);
+    }
+    Ok((by_class, order))
+}
+
 /// Picks `k` samples of every class: indices into `labels`, grouped by class (label order) and
 /// ascending within a class. Selection is a partial Fisher–Yates shuffle of the class's indices
 /// (in ascending order) drawing `random_range(i..n)` for `i = 0..k`.
@@ -42,18 +62,7 @@ pub fn k_shot(
     if k == 0 {
         return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
     }
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
-    for (i, &label) in labels.iter().enumerate() {
-        by_class
-            .get_mut(label)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "sample {i} has label {label}, but there are only {} classes",
-                    classes.len()
-                ))
-            })?
-            .push(i);
-    }
+    let (by_class, _) = group_by_class(labels, classes)?;
     let mut picked = Vec::with_capacity(k * classes.len());
     for (class, mut pool) in by_class.into_iter().enumerate() {
         if pool.len() < k && too_few == TooFew::Error {
@@ -179,20 +188,7 @@ pub fn k_shot_coop(
     if k == 0 {
         return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
     }
-    let mut order: Vec<usize> = Vec::new();
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
-    for (i, &label) in labels.iter().enumerate() {
-        let items = by_class.get_mut(label).ok_or_else(|| {
-            Error::Invalid(format!(
-                "sample {i} has label {label}, but there are only {} classes",
-                classes.len()
-            ))
-        })?;
-        if items.is_empty() {
-            order.push(label);
-        }
-        items.push(i);
-    }
+    let (by_class, order) = group_by_class(labels, classes)?;
     let mut rng = PythonRandom::seed(seed);
     let mut picked = Vec::with_capacity(k * classes.len());
     for label in order {
