@@ -578,7 +578,14 @@ fn other_settings_on_a_finished_out_are_refused_until_restart() {
         }
         rvpt(&a)
     };
-    assert!(quick("0.002", false).status.success());
+    let o = quick("0.002", false);
+    assert!(o.status.success());
+    // Off a terminal (stderr is a pipe here) the job says what it does, a line per epoch.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("evaluating: 1000 images") && err.contains("training: epoch 2/2, loss"),
+        "{err}"
+    );
     let first = report_of(&out);
     // The same command again: nothing to do, nothing changes but the date.
     assert!(quick("0.002", false).status.success());
