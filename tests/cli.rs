@@ -457,7 +457,8 @@ fn eval_text_names_the_asr_convention_in_kebab_case() {
 /// the specs the embedded toy models need.
 #[test]
 fn every_flag_has_a_description_and_the_trigger_syntax_is_documented() {
-    let commands: [&[&str]; 8] = [
+    let commands: [&[&str]; 9] = [
+        &["defend"],
         &["classify"],
         &["info"],
         &["eval"],
