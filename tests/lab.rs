@@ -444,8 +444,8 @@ fn anatomy_names_bad_input() {
     };
     let (ok, _, err) = run(&["--target", "banana"]);
     assert!(!ok && err.contains("banana"), "{err}");
-    let (ok, _, err) = run(&["--target", "heart", "--prompted-blocks", "13"]);
-    assert!(!ok && err.contains("--prompted-blocks 13"), "{err}");
+    let (ok, _, err) = run(&["--target", "heart", "--prompt-blocks", "13"]);
+    assert!(!ok && err.contains("--prompt-blocks 13"), "{err}");
     let (ok, _, err) = run(&["--target", "heart", "--reference", "tiny-random"]);
     assert!(!ok && err.contains("cannot splice"), "{err}");
 }
