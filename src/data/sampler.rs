@@ -29,9 +29,16 @@ fn rng(seed: u64, tag: &[u8; 8], stream: u64) -> ChaCha8Rng {
     rng
 }
 
-/// The indices of `labels` grouped by class (one list per class, ascending), and the classes
-/// in order of first appearance.
-fn group_by_class(labels: &[usize], classes: &[String]) -> Result<(Vec<Vec<usize>>, Vec<usize>)> {
+/// What both k-shot samplers start from: the indices of `labels` grouped by class (one list per
+/// class, ascending) and the classes in order of first appearance; `k` checked.
+fn group_by_class(
+    labels: &[usize],
+    classes: &[String],
+    k: usize,
+) -> Result<(Vec<Vec<usize>>, Vec<usize>)> {
+    if k == 0 {
+        return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
+    }
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
     let mut order = Vec::new();
     for (i, &label) in labels.iter().enumerate() {
@@ -59,10 +66,7 @@ pub fn k_shot(
     seed: u64,
     too_few: TooFew,
 ) -> Result<Vec<usize>> {
-    if k == 0 {
-        return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
-    }
-    let (by_class, _) = group_by_class(labels, classes)?;
+    let (by_class, _) = group_by_class(labels, classes, k)?;
     let mut picked = Vec::with_capacity(k * classes.len());
     for (class, mut pool) in by_class.into_iter().enumerate() {
         if pool.len() < k && too_few == TooFew::Error {
@@ -185,10 +189,7 @@ pub fn k_shot_coop(
     seed: u64,
     too_few: TooFew,
 ) -> Result<Vec<usize>> {
-    if k == 0 {
-        return Err(Error::Invalid("k-shot sampling needs k ≥ 1".into()));
-    }
-    let (by_class, order) = group_by_class(labels, classes)?;
+    let (by_class, order) = group_by_class(labels, classes, k)?;
     let mut rng = PythonRandom::seed(seed);
     let mut picked = Vec::with_capacity(k * classes.len());
     for label in order {
