@@ -6,7 +6,7 @@ pub mod pil;
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 use std::path::Path;
 
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -159,7 +159,8 @@ pub fn preprocess_file(path: &Path, size: u32, device: &Device) -> Result<Tensor
 
 /// torchvision's `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))` with bicubic
 /// resampling: a random area share and aspect ratio (10 tries, then a centre crop with the ratio
-/// clamped), resized to `size` x `size`.
+/// clamped), resized to `size` x `size` as torchvision does on a PIL image (crop, then Pillow's
+/// bicubic resize, bit for bit).
 pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) -> RgbImage {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let area = w * h;
@@ -194,7 +195,7 @@ pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) 
         )
     });
     let region = image::imageops::crop_imm(img, left, top, cw, ch).to_image();
-    image::imageops::resize(&region, size, size, FilterType::CatmullRom)
+    pil::resize_bicubic(&region, size, size)
 }
 
 /// CoOp's training augmentation: random resized crop, then a horizontal flip with p = 0.5.
