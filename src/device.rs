@@ -39,3 +39,12 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
         ))),
     }
 }
+
+/// `cpu`, `cuda:N` or `metal:N`, as `--device` spells them.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}

@@ -21,6 +21,38 @@ pub struct Engine {
     pub dtype: DType,
 }
 
+/// The weights a model was loaded from, as every report records them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WeightsUsed {
+    /// How they were found ("manifest:NAME (path)", "hub:REPO@REV", "local").
+    pub source: String,
+    pub sha256: Option<String>,
+    /// "hf" or "openai".
+    pub layout: String,
+    /// The model's shape, as read from its config or inferred from the checkpoint.
+    pub config: crate::model::ClipConfig,
+    /// Where `config` came from: a config.json, inferred from the shapes, or the default.
+    pub config_source: crate::model::ConfigSource,
+}
+
+impl WeightsUsed {
+    /// From resolved weights and what reading their checkpoint gave.
+    pub fn new(
+        weights: &ResolvedWeights,
+        layout: &str,
+        config_source: crate::model::ConfigSource,
+        config: &crate::model::ClipConfig,
+    ) -> Self {
+        Self {
+            source: weights.source.clone(),
+            sha256: weights.checkpoint_sha256().map(str::to_owned),
+            layout: layout.into(),
+            config: config.clone(),
+            config_source,
+        }
+    }
+}
+
 /// One image's top-k zero-shot prediction.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Prediction {
@@ -59,11 +91,17 @@ impl Engine {
 
     /// sha256 of the checkpoint file the model was loaded from.
     pub fn checkpoint_sha256(&self) -> Option<&str> {
-        self.weights
-            .files
-            .iter()
-            .find(|f| f.role == "checkpoint")
-            .map(|f| f.sha256.as_str())
+        self.weights.checkpoint_sha256()
+    }
+
+    /// The weights as reports record them.
+    pub fn weights_used(&self) -> WeightsUsed {
+        WeightsUsed::new(
+            &self.weights,
+            self.layout,
+            self.config_source,
+            self.model.config(),
+        )
     }
 
     /// Loads an RVPT prompt checkpoint for this model; refuses prompts trained on other weights.
@@ -170,6 +208,15 @@ pub fn read_checkpoint(weights: &ResolvedWeights) -> Result<Checkpoint> {
     let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
     ckpt.validate(&weights.checkpoint)?;
     Ok(ckpt)
+}
+
+/// The model's config without reading its tensors when a config.json is there; otherwise it
+/// is inferred from the checkpoint's shapes (read in full).
+pub fn read_config(weights: &ResolvedWeights) -> Result<ClipConfig> {
+    match &weights.config {
+        Some(path) => ClipConfig::from_file(path),
+        None => Ok(read_checkpoint(weights)?.config),
+    }
 }
 
 /// The tokenizer.json shipped with the weights, else the embedded CLIP tokenizer, at the

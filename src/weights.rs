@@ -108,6 +108,14 @@ pub struct ResolvedWeights {
 }
 
 impl ResolvedWeights {
+    /// sha256 of the checkpoint file (what prompt checkpoints and reports record).
+    pub fn checkpoint_sha256(&self) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|f| f.role == "checkpoint")
+            .map(|f| f.sha256.as_str())
+    }
+
     /// Refuses evaluating a model under a variant of the trigger it was planted with (see
     /// `PlantedTrigger::check`).
     pub fn check_trigger(&self, trigger: &crate::attacks::Trigger, seed: u64) -> Result<()> {

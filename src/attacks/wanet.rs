@@ -115,28 +115,38 @@ impl WaNet {
     /// The (h, w, 2) upsampled, normalised noise of the attack: `noise[(y * w + x) * 2 + c]`,
     /// drawn from `seed` or read from the grid file (which must be of the image's size).
     pub fn noise(&self, h: usize, w: usize, seed: u64) -> Result<NoiseGrid> {
-        match &self.file {
-            Some(file) => {
-                let (path, grid) = (&file.0, &file.1);
-                if (grid.h, grid.w) != (h, w) {
-                    return Err(Error::Invalid(format!(
-                        "the WaNet grid in {} was made for {} x {} images; these are warped at \
-                         {h} x {w} (the model's input size), and a grid is not resized",
-                        path.display(),
-                        grid.h,
-                        grid.w
-                    )));
-                }
-                Ok(grid.clone())
-            }
+        match self.file_noise(h, w)? {
+            Some(grid) => Ok(grid.clone()),
             None => upsampled_noise(&self.draw_control(h, seed)?, h, w),
         }
+    }
+
+    /// The grid file's noise, checked against the image size (`None` without a file).
+    fn file_noise(&self, h: usize, w: usize) -> Result<Option<&NoiseGrid>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let (path, grid) = (&file.0, &file.1);
+        if (grid.h, grid.w) != (h, w) {
+            return Err(Error::Invalid(format!(
+                "the WaNet grid in {} was made for {} x {} images; these are warped at \
+                 {h} x {w} (the model's input size), and a grid is not resized",
+                path.display(),
+                grid.h,
+                grid.w
+            )));
+        }
+        Ok(Some(grid))
     }
 
     /// The (h, w, 2) sampling grid of the attack. Callers warping many batches may keep it and
     /// call [`grid_sample`] directly.
     pub fn grid(&self, h: usize, w: usize, seed: u64) -> Result<Tensor> {
-        sampling_grid(&self.noise(h, w, seed)?, self.s, self.rescale)
+        // A file's grid is used where it lies (no copy per image).
+        match self.file_noise(h, w)? {
+            Some(grid) => sampling_grid(grid, self.s, self.rescale),
+            None => sampling_grid(&self.noise(h, w, seed)?, self.s, self.rescale),
+        }
     }
 
     /// Warps a (3, H, W) image or (B, 3, H, W) batch.
@@ -194,7 +204,7 @@ pub fn sampling_grid(noise: &NoiseGrid, s: f32, rescale: f32) -> Result<Tensor> 
 }
 
 /// `torch.linspace(-1, 1, n)` in f32, computed as torch does (from both ends towards the middle).
-fn linspace_pm1(n: usize) -> Vec<f32> {
+pub(crate) fn linspace_pm1(n: usize) -> Vec<f32> {
     if n == 1 {
         return vec![-1.0];
     }

@@ -186,16 +186,8 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         GridFormat::CleanClip => pickle_tensor(&mut pkl, "0", h * w * 2, &size, &permuted),
         GridFormat::BackdoorBench => {
             // torch.stack((y, x), 2)[None]: contiguous; channel 0 the column coordinate.
-            let lin = |n: usize, i: usize| {
-                if n == 1 {
-                    -1.0
-                } else {
-                    -1.0 + 2.0 * i as f32 / (n - 1) as f32
-                }
-            };
-            let identity: Vec<f32> = (0..h * w)
-                .flat_map(|p| [lin(w, p % w), lin(h, p / w)])
-                .collect();
+            let (ys, xs) = (super::wanet::linspace_pm1(h), super::wanet::linspace_pm1(w));
+            let identity: Vec<f32> = (0..h * w).flat_map(|p| [xs[p % w], ys[p / w]]).collect();
             storages.push(("1", identity));
             pkl.extend(b"}(");
             for (name, key, stride) in [

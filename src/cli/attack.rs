@@ -1,6 +1,6 @@
 //! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
 
-use super::{print_json, provenance_with, weights_provenance, ModelArgs, TRIGGER_HELP};
+use super::{print_json, ModelArgs, TRIGGER_HELP};
 use rvpt::attacks::optimise::PgdConfig;
 use rvpt::attacks::Trigger;
 use rvpt::data::CaptionManifest;
@@ -122,7 +122,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let tokenizer = rvpt::engine::tokenizer_for(&weights, &cfg)?;
     let device = rvpt::device::parse_device(&args.model.device)?;
     let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
-    let weights_json = weights_provenance(&weights, ckpt.layout, ckpt.config_source, &cfg);
+    let weights_used =
+        rvpt::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &cfg);
     let manifest = CaptionManifest::open(&pairs_path)?;
     let pairs = ManifestPairs {
         items: manifest.items().to_vec(),
@@ -279,7 +280,9 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "final_logit_scale": logs.last().map(|l| l.logit_scale),
             "out": out,
             "files": files,
-            "provenance": provenance_with(Some((&super::device_name(&device), "f32")), Some(weights_json)),
+            "provenance": rvpt::report::Provenance::now()
+                .ran_on(&rvpt::device::device_name(&device), "f32")
+                .with_weights(weights_used),
         }));
     }
     let caption = match &poison_caption {

@@ -1,6 +1,6 @@
 //! `rvpt info`: what some weights are, without running them.
 
-use super::{print_json, provenance_with, weights_provenance, ModelArgs};
+use super::{print_json, ModelArgs};
 use rvpt::model::parameter_counts;
 
 #[derive(clap::Args)]
@@ -24,14 +24,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "config_source": ckpt.config_source,
             "parameters": counts,
             "files": weights.files,
-            "provenance": provenance_with(
-                None,
-                Some(weights_provenance(
-                    &weights,
-                    ckpt.layout,
-                    ckpt.config_source,
-                    &ckpt.config,
-                )),
+            "provenance": rvpt::report::Provenance::now().with_weights(
+                rvpt::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &ckpt.config),
             ),
         }));
     }

@@ -85,73 +85,14 @@ pub const PERTURB_HELP: &str = "Comma-separated perturbations: noise:STD (Gaussi
 [1-B, 1+B], B <= 1), hue:H (shift drawn from [-H, H] turns, H <= 0.5), flip (horizontal), or \
 a trigger (see `rvpt eval --help`), e.g. noise:0.03,blur:3,flip,badnet:fixed,size=4";
 
-/// Where a `--json` report came from: the version and commit of rvpt, the date (UTC), the
-/// command line and, with an engine, the device, the dtype and the weights it loaded.
+/// Where a `--json` report came from (`rvpt::report::Provenance`), as JSON: with an engine,
+/// the device, dtype and weights it ran.
 pub fn provenance(engine: Option<&rvpt::engine::Engine>) -> serde_json::Value {
-    match engine {
-        Some(e) => provenance_with(
-            Some((&device_name(&e.device), e.dtype.as_str())),
-            Some(weights_provenance(
-                &e.weights,
-                e.layout,
-                e.config_source,
-                e.model.config(),
-            )),
-        ),
-        None => provenance_with(None, None),
-    }
-}
-
-/// [`provenance`] of a command that loads its weights without an engine: `run` is the device
-/// and dtype it ran on (if it ran anything), `weights` from [`weights_provenance`].
-pub fn provenance_with(
-    run: Option<(&str, &str)>,
-    weights: Option<serde_json::Value>,
-) -> serde_json::Value {
-    let mut p = serde_json::json!({
-        "rvpt_version": env!("CARGO_PKG_VERSION"),
-        "rvpt_commit": env!("RVPT_COMMIT"),
-        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        "command": std::env::args().collect::<Vec<_>>(),
-    });
-    if let Some((device, dtype)) = run {
-        p["device"] = device.into();
-        p["dtype"] = dtype.into();
-    }
-    if let Some(w) = weights {
-        p["weights"] = w;
-    }
-    p
-}
-
-/// The weights as resolved and read: source, checkpoint sha256, layout, config and where the
-/// config came from.
-pub fn weights_provenance(
-    weights: &rvpt::weights::ResolvedWeights,
-    layout: &str,
-    config_source: rvpt::model::ConfigSource,
-    config: &rvpt::model::ClipConfig,
-) -> serde_json::Value {
-    serde_json::json!({
-        "source": weights.source,
-        "sha256": weights
-            .files
-            .iter()
-            .find(|f| f.role == "checkpoint")
-            .map(|f| f.sha256.as_str()),
-        "layout": layout,
-        "config_source": config_source,
-        "config": config,
-    })
-}
-
-/// `cpu`, `cuda:N` or `metal:N`, as `--device` spells them.
-pub fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
+    let p = match engine {
+        Some(e) => rvpt::report::Provenance::of_engine(e),
+        None => rvpt::report::Provenance::now(),
+    };
+    serde_json::to_value(p).unwrap_or_default()
 }
 
 #[derive(Subcommand)]

@@ -24,18 +24,18 @@ pub fn train(
     cfg.loss.lambda = lambda;
     let v = &model.config().vision_config;
     let blocks = cfg.blocks.resolve(v.num_hidden_layers)?;
-    let prompts = DeepPrompts::init(
-        blocks.clone(),
-        cfg.length,
-        v.hidden_size,
-        cfg.seed,
-        ctx.dtype,
-        &ctx.device,
-    )?;
     let config = serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
     let state = if ctx.resume && file.exists() {
         resume(file, &config, base_sha256, ctx)?
     } else {
+        let prompts = DeepPrompts::init(
+            blocks.clone(),
+            cfg.length,
+            v.hidden_size,
+            cfg.seed,
+            ctx.dtype,
+            &ctx.device,
+        )?;
         FitState {
             momentum: vec![None; prompts.depth()],
             prompts,

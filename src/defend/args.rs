@@ -1,7 +1,7 @@
 //! The command line of `rvpt defend` and `cargo run --example defend`, and the plan it
 //! makes: every setting checked (flags named, ranges given) before anything is created.
 
-use super::case::{select_shots, Case, DefendSettings};
+use super::case::{open_folders, select_shots, Case, DefendSettings};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::ImageFolder;
 use crate::defences::{cleanclip::CleanClipConfig, linear_probe::LinearProbeConfig, parse_methods};
@@ -187,6 +187,8 @@ fn select_cases(all: Vec<(Case, bool)>, names: &[String]) -> Result<Vec<Case>> {
 /// perturbations), and the settings as JSON (what a resumed run must match).
 pub struct Plan {
     pub cases: Vec<Case>,
+    /// The weights of each case, resolved and checked.
+    pub weights: Vec<crate::weights::ResolvedWeights>,
     pub settings: DefendSettings,
     /// The embedded toy cases: their train and test splits are made in `--out`.
     pub toy: bool,
@@ -270,14 +272,18 @@ pub fn plan(args: &DefendArgs) -> Result<Plan> {
         }
         None => (select_cases(toy_cases(), &args.cases)?, true),
     };
+    // Each case's weights, resolved (and checksummed) once, here: `run` loads them as they are.
+    let mut weights = Vec::with_capacity(cases.len());
     for case in &cases {
         Trigger::parse(&case.trigger).map_err(|e| Error::Invalid(format!("--trigger: {e}")))?;
-        // The blocks must fit each model (read without building it).
-        let weights = crate::weights::resolve(&case.weights)?;
-        let config = crate::engine::read_checkpoint(&weights)?.config;
-        let layers = config.vision_config.num_hidden_layers;
+        let resolved = crate::weights::resolve(&case.weights)?;
+        // The blocks must fit each model (its config, without building it).
+        let layers = crate::engine::read_config(&resolved)?
+            .vision_config
+            .num_hidden_layers;
         let blocks = rvpt.blocks.resolve(layers)?;
         rvpt.loss.repel.resolve(blocks, layers)?;
+        weights.push(resolved);
     }
     let (train_dir, test_dir, transfer_dirs) = if toy {
         // Made in --out once it is locked (`run`); the toy world has every class.
@@ -339,9 +345,10 @@ pub fn plan(args: &DefendArgs) -> Result<Plan> {
         show_progress: !args.json,
         resume: !args.restart,
     };
-    let fingerprint = fingerprint(&settings)?;
+    let fingerprint = fingerprint(&settings);
     Ok(Plan {
         cases,
+        weights,
         settings,
         toy,
         fingerprint,
@@ -357,18 +364,7 @@ fn check_folders(
     test_dir: &std::path::Path,
     target: &str,
 ) -> Result<()> {
-    let classnames = args.classnames.as_deref();
-    let train = ImageFolder::open(train_dir, classnames)
-        .map_err(|e| Error::Invalid(format!("--data: {e}")))?;
-    let test = ImageFolder::open(test_dir, classnames)
-        .map_err(|e| Error::Invalid(format!("--test-data: {e}")))?;
-    if train.classes() != test.classes() {
-        return Err(Error::Invalid(format!(
-            "--data and --test-data have different classes: {:?} vs {:?}",
-            train.classes(),
-            test.classes()
-        )));
-    }
+    let (train, test) = open_folders(train_dir, test_dir, args.classnames.as_deref())?;
     test.class_index(target)
         .map_err(|e| Error::Invalid(format!("--target: {e}")))?;
     let picks = select_shots(&train, rvpt).map_err(|e| Error::Invalid(format!("--shots: {e}")))?;
@@ -381,10 +377,10 @@ fn check_folders(
 }
 
 /// Every setting that shapes the results, as JSON.
-fn fingerprint(s: &DefendSettings) -> Result<serde_json::Value> {
+fn fingerprint(s: &DefendSettings) -> serde_json::Value {
     // Not the methods: a later run may add some; results are kept per method.
     let perturbations: Vec<String> = s.perturbations.iter().map(|p| p.name()).collect();
-    serde_json::to_value(serde_json::json!({
+    serde_json::json!({
         "train_data": s.train_dir,
         "test_data": s.test_dir,
         "transfer_data": s.transfer_dirs,
@@ -398,6 +394,5 @@ fn fingerprint(s: &DefendSettings) -> Result<serde_json::Value> {
         "dtype": format!("{:?}", s.dtype).to_lowercase(),
         "eval_seed": s.eval_seed,
         "anatomy": s.anatomy,
-    }))
-    .map_err(|e| Error::Invalid(format!("cannot serialise the settings: {e}")))
+    })
 }

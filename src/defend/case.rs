@@ -8,7 +8,7 @@ use crate::defences::{
     self, cleanclip::CleanClipConfig, linear_probe::LinearProbeConfig, DefenceContext, MethodSpec,
     Outputs,
 };
-use crate::engine::Engine;
+use crate::engine::{Engine, WeightsUsed};
 use crate::error::{Error, Result};
 use crate::eval::{
     evaluate_with_resistivity, Attack, Classifier, ImageEncoder, LinearHead, PerturbationResult,
@@ -76,20 +76,6 @@ pub struct MethodResult {
     pub transfer: Vec<TransferResult>,
     /// Where the trigger's push comes from (with `--anatomy`).
     pub anatomy: Option<AnatomyReport>,
-}
-
-/// The weights a case ran on, as resolved and loaded.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct WeightsUsed {
-    /// How they were found ("manifest:NAME (path)", "hub:REPO@REV", "local").
-    pub source: String,
-    pub sha256: Option<String>,
-    /// "hf" or "openai".
-    pub layout: String,
-    /// The model's shape, as read from its config or inferred from the checkpoint.
-    pub config: crate::model::ClipConfig,
-    /// Where `config` came from: a config.json, inferred from the shapes, or the default.
-    pub config_source: crate::model::ConfigSource,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -217,6 +203,27 @@ fn transfer_eval(
     Ok(result)
 }
 
+/// The training and test folders, which must have the same classes; errors name the flag
+/// (`--data`, `--test-data`) of the folder at fault.
+pub fn open_folders(
+    train_dir: &Path,
+    test_dir: &Path,
+    classnames: Option<&Path>,
+) -> Result<(ImageFolder, ImageFolder)> {
+    let train = ImageFolder::open(train_dir, classnames)
+        .map_err(|e| Error::Invalid(format!("--data: {e}")))?;
+    let test = ImageFolder::open(test_dir, classnames)
+        .map_err(|e| Error::Invalid(format!("--test-data: {e}")))?;
+    if train.classes() != test.classes() {
+        return Err(Error::Invalid(format!(
+            "--data and --test-data have different classes: {:?} vs {:?}",
+            train.classes(),
+            test.classes()
+        )));
+    }
+    Ok((train, test))
+}
+
 /// The k shots per class of `train` (indices into its samples), by the configured sampler.
 pub fn select_shots(train: &ImageFolder, cfg: &RvptConfig) -> Result<Vec<usize>> {
     let (labels, classes) = (train.labels(), train.classes());
@@ -226,28 +233,22 @@ pub fn select_shots(train: &ImageFolder, cfg: &RvptConfig) -> Result<Vec<usize>>
     }
 }
 
-/// Runs every method on one backdoored model; a method `earlier` has (an earlier run's result
+/// Runs every method on one backdoored model (`weights`: its resolved `case.weights`); a
+/// method `earlier` has (an earlier run's result
 /// of this case, with the same settings and weights) is taken as it is. `on_result` sees the
 /// case after each method (the report is rewritten there).
 pub fn defend_case(
     case: &Case,
+    weights: crate::weights::ResolvedWeights,
     s: &DefendSettings,
     earlier: Option<&CaseResult>,
     on_result: &mut dyn FnMut(&CaseResult) -> Result<()>,
 ) -> Result<CaseResult> {
-    let engine = Engine::load(&case.weights, &s.device, s.dtype)?;
+    let engine = Engine::from_resolved(weights, &s.device, s.dtype)?;
     let trigger = Trigger::parse(&case.trigger)?;
     engine.weights.check_trigger(&trigger, s.eval_seed)?;
     let size = engine.image_size();
-    let train = ImageFolder::open(&s.train_dir, s.classnames.as_deref())?;
-    let test = ImageFolder::open(&s.test_dir, s.classnames.as_deref())?;
-    if train.classes() != test.classes() {
-        return Err(Error::Invalid(format!(
-            "train classes {:?} differ from test classes {:?}",
-            train.classes(),
-            test.classes()
-        )));
-    }
+    let (train, test) = open_folders(&s.train_dir, &s.test_dir, s.classnames.as_deref())?;
     let classes = train.classes().to_vec();
     let picks = select_shots(&train, &s.rvpt)?;
     let target = test.class_index(&case.target)?;
@@ -308,13 +309,7 @@ pub fn defend_case(
         .collect::<Result<Vec<_>>>()?;
     let mut result = CaseResult {
         case: case.clone(),
-        weights: WeightsUsed {
-            source: engine.weights.source.clone(),
-            sha256: engine.checkpoint_sha256().map(str::to_owned),
-            layout: engine.layout.into(),
-            config: model.config().clone(),
-            config_source: engine.config_source,
-        },
+        weights: engine.weights_used(),
         shots: s.rvpt.shots,
         train_images: samples.len(),
         test_images: test.len(),

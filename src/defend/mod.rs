@@ -15,18 +15,19 @@ mod resume;
 pub use args::{plan, toy_cases, DefendArgs, Plan};
 pub use case::{
     defend_case, select_shots, Case, CaseResult, DefendSettings, MethodResult, TransferResult,
-    WeightsUsed,
 };
-pub use output::{plots, table, DefendReport, Provenance};
+pub use output::{plots, table, DefendReport};
 pub use resume::{previous_results, OutLock};
 
 use crate::attacks::Perturbation;
 use crate::error::Result;
+use crate::report::Provenance;
 
 /// Runs the defence and writes the report; prints tables (or the report as JSON).
 pub fn run(a: &DefendArgs) -> Result<DefendReport> {
     let Plan {
         cases,
+        weights,
         mut settings,
         toy,
         fingerprint,
@@ -40,12 +41,12 @@ pub fn run(a: &DefendArgs) -> Result<DefendReport> {
     }
     let mut report = DefendReport {
         command: "defend".into(),
-        provenance: Provenance::now(&a.device, &a.dtype),
+        provenance: Provenance::now().ran_on(&a.device, &a.dtype),
         settings: fingerprint,
         cases: Vec::new(),
     };
     let base_perturbations = settings.perturbations.clone();
-    for case in &cases {
+    for (case, weights) in cases.iter().zip(weights) {
         let mut perturbations = base_perturbations.clone();
         perturbations.push(Perturbation::parse(&case.trigger)?);
         settings.perturbations = perturbations;
@@ -55,17 +56,15 @@ pub fn run(a: &DefendArgs) -> Result<DefendReport> {
         }
         let mut write_partial = |partial: &CaseResult| -> Result<()> {
             let mut r = report.clone();
-            r.provenance.date = Provenance::now(&a.device, &a.dtype).date;
             r.cases.push(partial.clone());
             r.write(&a.out).map(|_| ())
         };
-        let r = defend_case(case, &settings, before, &mut write_partial)?;
+        let r = defend_case(case, weights, &settings, before, &mut write_partial)?;
         if !a.json {
             println!("{}", table(&r));
         }
         report.cases.push(r);
     }
-    report.provenance.date = Provenance::now(&a.device, &a.dtype).date;
     let written = report.write(&a.out)?;
     if a.json {
         crate::report::print_json(&report)?;

@@ -4,35 +4,8 @@
 use super::case::{CaseResult, MethodResult};
 use crate::error::Result;
 use crate::metrics::Rate;
+use crate::report::Provenance;
 use std::path::{Path, PathBuf};
-
-/// Where a report comes from: which rvpt, when, on what.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Provenance {
-    /// The crate version and the git commit it was built from (`-dirty`: with uncommitted
-    /// changes; `unknown`: built outside a git checkout).
-    pub rvpt_version: String,
-    pub rvpt_commit: String,
-    /// When the report was written, UTC (RFC 3339).
-    pub date: String,
-    pub device: String,
-    pub dtype: String,
-    /// The command line.
-    pub command: Vec<String>,
-}
-
-impl Provenance {
-    pub fn now(device: &str, dtype: &str) -> Self {
-        Self {
-            rvpt_version: env!("CARGO_PKG_VERSION").into(),
-            rvpt_commit: env!("RVPT_COMMIT").into(),
-            date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            device: device.into(),
-            dtype: dtype.into(),
-            command: std::env::args().collect(),
-        }
-    }
-}
 
 /// `report.json` of `rvpt defend` (and `--json` on stdout): one object.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -45,8 +18,10 @@ pub struct DefendReport {
 }
 
 impl DefendReport {
-    /// Writes `report.json` (atomically) and redraws the plots from what is there.
-    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+    /// Dates the report, writes `report.json` (atomically) and redraws the plots from what is
+    /// there.
+    pub fn write(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
+        self.provenance = self.provenance.clone().stamped();
         crate::report::write_json(&dir.join("report.json"), self)?;
         plots(&self.cases, dir)
     }

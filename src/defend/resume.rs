@@ -7,14 +7,13 @@ use super::output::DefendReport;
 use crate::error::{Error, Result};
 use std::fs::{File, TryLockError};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Held for the whole run: an exclusive lock on `<out>/.rvpt.lock`, which records the pid. The
 /// operating system drops the lock when the process ends, however it ends (`kill -9` too), so a
 /// stale lock file never blocks a later run.
 pub struct OutLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl OutLock {
@@ -44,11 +43,7 @@ impl OutLock {
         }
         file.set_len(0).map_err(|e| Error::io(&path, e))?;
         write!(file, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
-        Ok(Self { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 

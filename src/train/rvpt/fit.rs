@@ -116,7 +116,9 @@ pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, loss: &LossConfig) ->
             let mut x = prefix.clone();
             let mut cls = Vec::new();
             let top = enc.vision.blocks.len();
-            for i in enc.prompts.first_block..top {
+            // Up to the highest repelled block (the list is sorted): nothing above it is read.
+            let last = repel.last().map_or(top, |&b| b + 1);
+            for i in enc.prompts.first_block..last {
                 // The last block's [CLS] is all that is read.
                 x = if i + 1 == top {
                     enc.vision.blocks[i].forward_head(&x, None, 1)?

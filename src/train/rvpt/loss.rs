@@ -49,7 +49,7 @@ pub enum RepelAt {
 }
 
 impl RepelAt {
-    /// The blocks whose [CLS] tokens are repelled (`None`: the pooled feature), checked against
+    /// The blocks whose [CLS] tokens are repelled, ascending (`None`: the pooled feature), checked against
     /// the prompted blocks: FR above no prompt cannot move, so it is refused.
     pub fn resolve(
         &self,
@@ -70,7 +70,10 @@ impl RepelAt {
                         )));
                     }
                 }
-                Ok(Some(blocks.clone()))
+                let mut blocks = blocks.clone();
+                blocks.sort_unstable();
+                blocks.dedup();
+                Ok(Some(blocks))
             }
         }
     }
