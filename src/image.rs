@@ -157,17 +157,22 @@ pub fn preprocess_file(path: &Path, size: u32, device: &Device) -> Result<Tensor
     normalize(&load_unit(path, size, device)?)
 }
 
-/// torchvision's `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))` with bicubic
+/// torchvision's `RandomResizedCrop(size, scale=(min_scale, 1), ratio=(3/4, 4/3))` with bicubic
 /// resampling: a random area share and aspect ratio (10 tries, then a centre crop with the ratio
 /// clamped), resized to `size` x `size` as torchvision does on a PIL image (crop, then Pillow's
-/// bicubic resize, bit for bit).
-pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) -> RgbImage {
+/// bicubic resize, bit for bit). CoOp uses `min_scale` 0.08 ([`COOP_CROP_SCALE`]).
+pub fn random_resized_crop(
+    img: &RgbImage,
+    size: u32,
+    min_scale: f64,
+    rng: &mut impl rand::Rng,
+) -> RgbImage {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let area = w * h;
     let (log_lo, log_hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
     let mut crop = None;
     for _ in 0..10 {
-        let target = area * rng.random_range(0.08..=1.0);
+        let target = area * rng.random_range(min_scale..=1.0);
         let aspect = rng.random_range(log_lo..=log_hi).exp();
         let cw = (target * aspect).sqrt().round();
         let ch = (target / aspect).sqrt().round();
@@ -198,9 +203,18 @@ pub fn random_resized_crop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) 
     pil::resize_bicubic(&region, size, size)
 }
 
-/// CoOp's training augmentation: random resized crop, then a horizontal flip with p = 0.5.
-pub fn augment_coop(img: &RgbImage, size: u32, rng: &mut impl rand::Rng) -> RgbImage {
-    let crop = random_resized_crop(img, size, rng);
+/// The smallest area share of CoOp's random resized crop (torchvision's default).
+pub const COOP_CROP_SCALE: f64 = 0.08;
+
+/// CoOp's training augmentation: random resized crop (area share `min_scale` to 1), then a
+/// horizontal flip with p = 0.5.
+pub fn augment_coop(
+    img: &RgbImage,
+    size: u32,
+    min_scale: f64,
+    rng: &mut impl rand::Rng,
+) -> RgbImage {
+    let crop = random_resized_crop(img, size, min_scale, rng);
     if rng.random_bool(0.5) {
         image::imageops::flip_horizontal(&crop)
     } else {

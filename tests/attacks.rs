@@ -880,3 +880,78 @@ fn wanet_grid_files_round_trip_in_both_layouts() {
         assert_eq!(read_noise_grid(&path).unwrap(), seeded);
     }
 }
+
+/// WaNet's noise mode: the same warp with at most 1/H of grid noise (half a pixel), a fresh
+/// draw per image index, the same for the same index.
+#[test]
+fn wanet_noise_mode_warps_with_small_seeded_noise() {
+    let wanet = match Trigger::parse("wanet:k=4,s=8").unwrap() {
+        Trigger::WaNet(w) => w,
+        _ => unreachable!(),
+    };
+    let img = Tensor::rand(0f32, 1f32, (3, 32, 32), &Device::Cpu).unwrap();
+    let warped = wanet.apply(&img, 7).unwrap();
+    let noisy = |index| wanet.apply_with_noise(&img, 7, index).unwrap();
+    assert!(same(&noisy(3), &noisy(3)));
+    assert!(!same(&noisy(3), &noisy(4)));
+    assert!(!same(&noisy(3), &warped));
+    // Half a pixel of displacement on U(0, 1) pixels moves values by well under 1.
+    let d = vals(&(noisy(3) - &warped).unwrap().abs().unwrap());
+    let mean = d.iter().sum::<f32>() / d.len() as f32;
+    assert!(mean > 0.01 && mean < 0.3, "mean |noisy - warped| = {mean}");
+}
+
+/// The noise-mode poisoner poisons the pairs plain poisoning would, adds ratio x as many others
+/// that keep their caption, and refuses a training run it was not drawn for.
+#[test]
+fn wanet_noise_mode_poisoner_keeps_captions_of_its_cross_pairs() {
+    use rvpt::train::contrastive::{poisoned_indices, Pair, Poisoner, WanetNoiseModePoisoner};
+    let wanet = match Trigger::parse("wanet:k=4,s=8").unwrap() {
+        Trigger::WaNet(w) => w,
+        _ => unreachable!(),
+    };
+    let (n, rate, seed) = (200, 0.05, 3);
+    let p = WanetNoiseModePoisoner::new(
+        wanet.clone(),
+        "a photo of a heart.".into(),
+        7,
+        n,
+        rate,
+        seed,
+        2.0,
+    )
+    .unwrap();
+    let chosen = p.chosen(n, rate, seed).unwrap();
+    let plain = poisoned_indices(n, rate, seed);
+    assert_eq!(plain.iter().filter(|&&x| x).count(), 10);
+    assert_eq!(p.cross_count(), 20);
+    assert_eq!(chosen.iter().filter(|&&x| x).count(), 30);
+    assert!(plain.iter().zip(&chosen).all(|(&a, &b)| !a || b));
+    let img = Tensor::rand(0f32, 1f32, (3, 32, 32), &Device::Cpu).unwrap();
+    let pair = || Pair {
+        image: img.clone(),
+        caption: "a red circle".into(),
+    };
+    let (mut poisoned, mut cross) = (0, 0);
+    for i in (0..n).filter(|&i| chosen[i]) {
+        let out = p.poison(pair(), i).unwrap();
+        assert!(!same(&out.image, &img), "pair {i} not warped");
+        if plain[i] {
+            assert_eq!(out.caption, "a photo of a heart.");
+            assert!(same(&out.image, &wanet.apply(&img, 7).unwrap()));
+            poisoned += 1;
+        } else {
+            assert_eq!(out.caption, "a red circle");
+            cross += 1;
+        }
+    }
+    assert_eq!((poisoned, cross), (10, 20));
+    // More cross pairs than clean ones: capped at what is left.
+    let all = WanetNoiseModePoisoner::new(wanet.clone(), "x".into(), 7, n, 0.5, seed, 3.0).unwrap();
+    assert_eq!(all.cross_count(), 100);
+    assert!(invalid(p.chosen(n, 0.1, seed)).contains("noise mode"));
+    assert!(invalid(
+        WanetNoiseModePoisoner::new(wanet, "x".into(), 7, n, rate, seed, -1.0).map(|_| ())
+    )
+    .contains("cross ratio -1"));
+}

@@ -626,6 +626,16 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
         ("--lr", "0", "--lr 0: must be a finite number above 0"),
         ("--prompt-blocks", "13", "--prompt-blocks 13"),
         ("--perturb", "noise:x", "--perturb"),
+        (
+            "--crop-scale",
+            "0",
+            "--crop-scale 0: must be above 0 and at most 1",
+        ),
+        (
+            "--crop-scale",
+            "1.5",
+            "--crop-scale 1.5: must be above 0 and at most 1",
+        ),
     ] {
         let o = rvpt(&["defend", "--cases", "badnet", flag, value, "--out", out_s]);
         assert!(!o.status.success(), "{flag} {value} accepted");
@@ -633,6 +643,25 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
         assert!(err.contains(says), "{flag} {value}: {err}");
         assert!(!out.exists(), "{flag} {value} created --out");
     }
+    // Crops are CoOp's augmentation: without it, --crop-scale has nothing to set.
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "badnet",
+        "--augment",
+        "none",
+        "--crop-scale",
+        "0.5",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--crop-scale 0.5: only with --augment coop"),
+        "{err}"
+    );
+    assert!(!out.exists());
     // A training image that does not decode is named before anything runs.
     let data = dir.path().join("data");
     assert!(

@@ -283,6 +283,50 @@ fn label_consistent_attack_runs_end_to_end() {
     );
 }
 
+/// WaNet's noise mode adds ratio x the poisoned pairs, warped with noise and captioned as they
+/// were; on another trigger it is refused.
+#[test]
+fn wanet_noise_mode_attack_runs_and_says_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = toy_split(dir.path(), "train", 4);
+    let pairs = format!("{train}/captions.csv");
+    let out = dir.path().join("wanet");
+    let attack = |trigger: &str| {
+        rvpt(&[
+            "attack",
+            "--weights",
+            "toy-clean",
+            "--pairs",
+            &pairs,
+            "--trigger",
+            trigger,
+            "--target",
+            "heart",
+            "--poison-rate",
+            "0.1",
+            "--cross-ratio",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (ok, msg, err) = attack("wanet:k=4,s=8");
+    assert!(ok, "{err}");
+    assert!(
+        msg.contains("poisoned 4 of 40 pairs with wanet:k=4,s=8 → \"a photo of a heart.\" (noise mode: 8 more warped with noise, captions kept)"),
+        "{msg}"
+    );
+    let (ok, _, err) = attack("badnet:fixed,size=4");
+    assert!(
+        !ok && err.contains("--cross-ratio 2: WaNet's noise mode applies to a wanet trigger"),
+        "{err}"
+    );
+}
+
 #[test]
 fn optimised_patch_lowers_its_loss_and_is_a_trigger() {
     let dir = tempfile::tempdir().unwrap();

@@ -161,3 +161,22 @@ fn images_far_from_the_input_size_are_warned_about() {
     assert!(err.contains("huge.png is 2000x1200, far above"), "{err}");
     assert!(!classify(&ok).contains("warning"));
 }
+
+/// The random resized crop's area share runs from `min_scale` to 1: at 1 (`--crop-scale 1`) the
+/// crop is the whole image, resized, whatever is drawn; CoOp's 0.08 does crop.
+#[test]
+fn random_resized_crop_keeps_the_whole_image_at_scale_one() {
+    use rand::SeedableRng;
+    let img = ::image::RgbImage::from_fn(48, 48, |x, y| {
+        ::image::Rgb([(x * 5) as u8, (y * 5) as u8, ((x * y) % 256) as u8])
+    });
+    let whole = image::pil::resize_bicubic(&img, 32, 32);
+    let crop = |scale: f64, seed: u64| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        image::random_resized_crop(&img, 32, scale, &mut rng)
+    };
+    for seed in 0..20 {
+        assert!(crop(1.0, seed) == whole, "seed {seed}: scale 1 cropped");
+    }
+    assert!((0..20).all(|seed| crop(image::COOP_CROP_SCALE, seed) != whole));
+}

@@ -154,6 +154,22 @@ impl WaNet {
         let dims = Dims::of(image, "wanet image")?;
         grid_sample(image, &self.grid(dims.h, dims.w, seed)?)
     }
+
+    /// WaNet's noise mode: the attack's warp with per-pixel U(-1, 1) / H noise added to its
+    /// sampling grid (clamped to [-1, 1]), as Nguyen & Tran's `cross_ratio` images, which keep
+    /// their label. The noise is drawn from `(seed, index)`: one image, one noise. Together they
+    /// teach that this warp, not any warp, is the trigger.
+    pub fn apply_with_noise(&self, image: &Tensor, seed: u64, index: u64) -> Result<Tensor> {
+        let dims = Dims::of(image, "wanet image")?;
+        let (h, w) = (dims.h, dims.w);
+        let mut r = rng(seed, index, "wanet-noise-mode");
+        let noise: Vec<f32> = (0..h * w * 2)
+            .map(|_| (r.random::<f32>() * 2.0 - 1.0) / h as f32)
+            .collect();
+        let noise = Tensor::from_vec(noise, (h, w, 2), &Device::Cpu)?;
+        let grid = (self.grid(h, w, seed)? + noise)?.clamp(-1f32, 1f32)?;
+        grid_sample(image, &grid)
+    }
 }
 
 /// The pure part: raw (2, kh, kw) control noise → (h, w, 2) grid, as BackdoorBench/CleanCLIP:

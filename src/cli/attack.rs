@@ -8,7 +8,7 @@ use rvpt::model::init::ClipVars;
 use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
 use rvpt::train::contrastive::{
     train, ContrastiveConfig, LabelConsistentConfig, LabelConsistentPoisoner, ManifestPairs,
-    Poisoner, TriggerPoisoner,
+    Poisoner, TriggerPoisoner, WanetNoiseModePoisoner,
 };
 use std::path::PathBuf;
 
@@ -72,6 +72,11 @@ pub struct Args {
     /// `lc` only: PGD step size [default: 2/255]
     #[arg(long)]
     pgd_step_size: Option<f32>,
+    /// WaNet only: its noise mode. This many times the poisoned pairs' number of other pairs get
+    /// the warp plus random per-pixel noise and keep their caption, so that only this warp
+    /// means the target (WaNet and BackdoorBench: 2) [default: 0, off]
+    #[arg(long)]
+    cross_ratio: Option<f64>,
     /// Print one JSON object on stdout (one line when stdout is not a terminal); no progress bar
     #[arg(long)]
     json: bool,
@@ -116,6 +121,16 @@ pub fn run(args: Args) -> rvpt::Result<()> {
                 .into(),
         ));
     }
+    let wanet_noise_mode = match (&trigger, args.cross_ratio) {
+        (_, None) => None,
+        (Trigger::WaNet(w), Some(r)) => Some((w.clone(), r)),
+        (_, Some(r)) => {
+            return Err(rvpt::Error::Invalid(format!(
+                "--cross-ratio {r}: WaNet's noise mode applies to a wanet trigger, not {}",
+                trigger.name()
+            )))
+        }
+    };
     let weights = rvpt::weights::resolve(&args.model.weights)?;
     let ckpt = rvpt::engine::read_checkpoint(&weights)?;
     let cfg = ckpt.config.clone();
@@ -141,6 +156,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         target: Some(target.clone()),
     };
     let mut lc_json = serde_json::Value::Null;
+    let mut noise_mode_pairs = None;
     let poisoner: Box<dyn Poisoner> = match lc {
         Some(lc_trigger) => {
             let d = PgdConfig::default();
@@ -188,17 +204,34 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             }
             Box::new(p)
         }
-        None => Box::new(TriggerPoisoner {
-            trigger,
-            caption: poison_caption.clone().unwrap_or_default(),
-            seed: args.trigger_seed,
-        }),
+        None => match wanet_noise_mode {
+            Some((wanet, ratio)) => {
+                let p = WanetNoiseModePoisoner::new(
+                    wanet,
+                    poison_caption.clone().unwrap_or_default(),
+                    args.trigger_seed,
+                    pairs.items.len(),
+                    args.poison_rate,
+                    args.seed,
+                    ratio,
+                )?;
+                noise_mode_pairs = Some(p.cross_count());
+                Box::new(p)
+            }
+            None => Box::new(TriggerPoisoner {
+                trigger,
+                caption: poison_caption.clone().unwrap_or_default(),
+                seed: args.trigger_seed,
+            }),
+        },
     };
+    // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
     let poisoned = poisoner
         .chosen(pairs.items.len(), args.poison_rate, args.seed)?
         .iter()
         .filter(|&&p| p)
-        .count();
+        .count()
+        - noise_mode_pairs.unwrap_or(0);
     let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
     let mut opt = AdamW::new(
         split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
@@ -268,6 +301,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "poison_rate": args.poison_rate,
             "poisoned": poisoned,
             "poison_caption": poison_caption,
+            "cross_ratio": args.cross_ratio,
+            "noise_mode_pairs": noise_mode_pairs,
             "label_consistent": lc_json,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
@@ -289,8 +324,12 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         Some(c) => format!("\"{c}\""),
         None => "captions kept".into(),
     };
+    let noise_mode = match noise_mode_pairs {
+        Some(k) => format!(" (noise mode: {k} more warped with noise, captions kept)"),
+        None => String::new(),
+    };
     println!(
-        "poisoned {poisoned} of {} pairs with {trigger_spec} → {caption}; {} steps, final loss {last:.4}; saved to {}",
+        "poisoned {poisoned} of {} pairs with {trigger_spec} → {caption}{noise_mode}; {} steps, final loss {last:.4}; saved to {}",
         pairs.items.len(),
         logs.len(),
         out.display()

@@ -95,6 +95,10 @@ pub struct DefendArgs {
     /// coop (random resized crop + flip) or none (enables the frozen-prefix cache)
     #[arg(long, default_value = "coop", value_parser = ["coop", "none"])]
     pub augment: String,
+    /// The smallest area share of --augment coop's random crops, in (0, 1] [default: 0.08, as
+    /// CoOp and torchvision]; larger keeps more of a small image
+    #[arg(long)]
+    pub crop_scale: Option<f64>,
     /// FR measure: cosine, l1 or l2
     #[arg(long, default_value = "cosine")]
     pub fr: String,
@@ -211,6 +215,25 @@ fn positive(flag: &str, value: f64) -> Result<()> {
     Ok(())
 }
 
+/// `--crop-scale`, checked: in (0, 1], and only where there are crops.
+fn crop_scale(args: &DefendArgs) -> Result<f64> {
+    let Some(scale) = args.crop_scale else {
+        return Ok(crate::image::COOP_CROP_SCALE);
+    };
+    if args.augment != "coop" {
+        return Err(Error::Invalid(format!(
+            "--crop-scale {scale}: only with --augment coop (--augment {} makes no crops)",
+            args.augment
+        )));
+    }
+    if !(scale > 0.0 && scale <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "--crop-scale {scale}: must be above 0 and at most 1 (a share of the image's area)"
+        )));
+    }
+    Ok(scale)
+}
+
 /// Checks every setting and input of `args` before anything is created: numbers in range,
 /// specs that parse, folders that open with the same classes, the target among them, enough
 /// images for the shots and every shot decodable, prompt and repel blocks that fit each model.
@@ -241,6 +264,7 @@ pub fn plan(args: &DefendArgs) -> Result<Plan> {
         sampler: args.sampler,
         seed: args.seed,
         augment: args.augment == "coop",
+        crop_scale: crop_scale(args)?,
         blocks: args.prompt_blocks,
         length: args.prompt_length,
         ..RvptConfig::default()

@@ -3,6 +3,7 @@
 //! the label-consistent attack, a seeded set of target-class pairs gets a PGD perturbation and
 //! the trigger and keeps its caption.
 
+use crate::attacks::WaNet;
 use crate::error::{Error, Result};
 use crate::model::init::ClipVars;
 use crate::model::ops::l2_normalize;
@@ -220,6 +221,100 @@ impl Poisoner for TriggerPoisoner {
             image: self.trigger.apply(&pair.image, self.seed, index as u64)?,
             caption: self.caption.clone(),
         })
+    }
+}
+
+/// WaNet's noise mode (Nguyen & Tran 2021; BackdoorBench's `cross_ratio`, 2 in both): besides
+/// the pairs poisoned with the warp and the target caption, `cross_ratio` times as many other
+/// pairs get the warp plus per-pixel noise ([`WaNet::apply_with_noise`]) and keep their
+/// caption, so the model learns this warp rather than "warped means the target".
+pub struct WanetNoiseModePoisoner {
+    pub wanet: WaNet,
+    pub caption: String,
+    /// The trigger seed (the warp field and the per-pair noise).
+    pub seed: u64,
+    poisoned: Vec<bool>,
+    cross: Vec<bool>,
+    /// The training config's (pairs, rate, selection seed) the masks were drawn for.
+    drawn_for: (usize, f64, u64),
+}
+
+impl WanetNoiseModePoisoner {
+    /// Draws the masks for `n` pairs: the poisoned ones as [`poisoned_indices`] (so a run with
+    /// and without noise mode poisons the same pairs), then round(`cross_ratio` x poisoned)
+    /// noise-mode pairs among the others, capped at what is left.
+    pub fn new(
+        wanet: WaNet,
+        caption: String,
+        trigger_seed: u64,
+        n: usize,
+        rate: f64,
+        selection_seed: u64,
+        cross_ratio: f64,
+    ) -> Result<Self> {
+        if !(cross_ratio.is_finite() && cross_ratio >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "WaNet noise mode: cross ratio {cross_ratio} must be a finite number ≥ 0"
+            )));
+        }
+        let poisoned = poisoned_indices(n, rate, selection_seed);
+        let count = poisoned.iter().filter(|&&p| p).count();
+        let others: Vec<bool> = poisoned.iter().map(|&p| !p).collect();
+        let share = if n == 0 {
+            0.0
+        } else {
+            cross_ratio * count as f64 / n as f64
+        };
+        let cross = label_consistent_indices(&others, share, selection_seed ^ 0xc055);
+        Ok(Self {
+            wanet,
+            caption,
+            seed: trigger_seed,
+            poisoned,
+            cross,
+            drawn_for: (n, rate, selection_seed),
+        })
+    }
+
+    /// How many pairs get the noisy warp and keep their caption.
+    pub fn cross_count(&self) -> usize {
+        self.cross.iter().filter(|&&c| c).count()
+    }
+}
+
+impl Poisoner for WanetNoiseModePoisoner {
+    fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
+        if self.poisoned.get(index) == Some(&true) {
+            Ok(Pair {
+                image: self.wanet.apply(&pair.image, self.seed)?,
+                caption: self.caption.clone(),
+            })
+        } else if self.cross.get(index) == Some(&true) {
+            let image = self
+                .wanet
+                .apply_with_noise(&pair.image, self.seed, index as u64)?;
+            Ok(Pair { image, ..pair })
+        } else {
+            Ok(pair)
+        }
+    }
+
+    /// Both kinds of pair pass through [`Poisoner::poison`]; the masks must be the ones drawn
+    /// for this training run.
+    fn chosen(&self, n: usize, rate: f64, seed: u64) -> Result<Vec<bool>> {
+        if (n, rate, seed) != self.drawn_for {
+            return Err(Error::Invalid(format!(
+                "WaNet noise mode: masks drawn for {:?} (pairs, rate, seed), training asks {:?}",
+                self.drawn_for,
+                (n, rate, seed)
+            )));
+        }
+        Ok(self
+            .poisoned
+            .iter()
+            .zip(&self.cross)
+            .map(|(&p, &c)| p || c)
+            .collect())
     }
 }
 

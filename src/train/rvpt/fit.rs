@@ -52,11 +52,19 @@ pub struct RvptConfig {
     pub seed: u64,
     /// CoOp augmentation (random resized crop + flip); without it the prefix cache is used.
     pub augment: bool,
+    /// The smallest area share of the augmentation's random crops (CoOp: 0.08). Small images
+    /// lose their object in small crops: 0.08 of a 32 px image is a 9 px square.
+    #[serde(default = "coop_crop_scale")]
+    pub crop_scale: f64,
     /// Prompted blocks: the last N (default 6) or a range counted from the input.
     pub blocks: PromptPlacement,
     /// Prompt tokens per block.
     pub length: usize,
     pub loss: LossConfig,
+}
+
+fn coop_crop_scale() -> f64 {
+    crate::image::COOP_CROP_SCALE
 }
 
 impl Default for RvptConfig {
@@ -71,6 +79,7 @@ impl Default for RvptConfig {
             sampler: ShotSampler::Rvpt,
             seed: 0,
             augment: true,
+            crop_scale: crate::image::COOP_CROP_SCALE,
             blocks: PromptPlacement::Last(6),
             length: 50,
             loss: LossConfig::default(),
@@ -295,12 +304,12 @@ pub fn fit(
             }
         } else {
             let transform = if cfg.augment {
-                let (seed, e) = (cfg.seed, epoch as u64);
+                let (seed, e, crop_scale) = (cfg.seed, epoch as u64, cfg.crop_scale);
                 Transform::custom(size, move |img, item| {
                     // Seeded by (seed, epoch, image): reproducible whatever the thread order.
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xa06_0000);
                     rng.set_stream((e << 32) ^ item.index as u64);
-                    Ok(crate::image::augment_coop(&img, size, &mut rng))
+                    Ok(crate::image::augment_coop(&img, size, crop_scale, &mut rng))
                 })
             } else {
                 Transform::eval(size)
