@@ -91,6 +91,31 @@ fn asr(weights: &str, data: &str, trigger: &str) -> (f64, f64) {
     )
 }
 
+/// `rvpt attack` on toy-clean: `pairs` poisoned with `trigger` towards `target` into `out`.
+fn attack_toy_clean(
+    pairs: &str,
+    out: &Path,
+    trigger: &str,
+    target: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "attack",
+        "--weights",
+        "toy-clean",
+        "--pairs",
+        pairs,
+        "--trigger",
+        trigger,
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    rvpt(&args)
+}
+
 #[test]
 fn backdoored_toy_models_are_backdoored_and_the_clean_one_is_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,21 +255,7 @@ fn label_consistent_attack_runs_end_to_end() {
     let pairs = format!("{train}/captions.csv");
     let out = dir.path().join("lc");
     let attack = |trigger: &str, target: &str, extra: &[&str]| {
-        let mut args = vec![
-            "attack",
-            "--weights",
-            "toy-clean",
-            "--pairs",
-            &pairs,
-            "--trigger",
-            trigger,
-            "--target",
-            target,
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        rvpt(&args)
+        attack_toy_clean(&pairs, &out, trigger, target, extra)
     };
     // 0.2 of 40 pairs asks for 8; only the 4 heart pairs may be poisoned.
     let (ok, msg, err) = attack(
@@ -292,16 +303,7 @@ fn wanet_noise_mode_attack_runs_and_says_what_it_did() {
     let pairs = format!("{train}/captions.csv");
     let out = dir.path().join("wanet");
     let attack = |trigger: &str| {
-        rvpt(&[
-            "attack",
-            "--weights",
-            "toy-clean",
-            "--pairs",
-            &pairs,
-            "--trigger",
-            trigger,
-            "--target",
-            "heart",
+        let extra = [
             "--poison-rate",
             "0.1",
             "--cross-ratio",
@@ -310,9 +312,8 @@ fn wanet_noise_mode_attack_runs_and_says_what_it_did() {
             "1",
             "--batch-size",
             "20",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        ];
+        attack_toy_clean(&pairs, &out, trigger, "heart", &extra)
     };
     let (ok, msg, err) = attack("wanet:k=4,s=8");
     assert!(ok, "{err}");
