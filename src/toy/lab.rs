@@ -89,12 +89,13 @@ pub struct ToyCase {
 /// where real backdoored CLIPs' do (README, "Gently poisoned toy backdoors"); the hard-poisoned
 /// toy models, whose backdoors sit below the prompts, are a documented boundary case; the toy3
 /// ones (planted on a longer-pretrained model: CA cost under 2 points, 1% poison for BadNet) on
-/// request. (No gentle WaNet took: 63% ASR with 10% of the pairs poisoned.)
-pub const TOY_CASES: [ToyCase; 8] = [
+/// request, with a WaNet whose warp is twice the hard one's (s = 16: s = 8 did not take gently).
+pub const TOY_CASES: [ToyCase; 9] = [
     toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, true),
     toy_case("blended", "toy2-blended", BACKDOORS[1].1, true),
     toy_case("badnet-toy3", "toy3-badnet", BACKDOORS[0].1, false),
     toy_case("blended-toy3", "toy3-blended", BACKDOORS[1].1, false),
+    toy_case("wanet-toy3", "toy3-wanet", "wanet:k=4,s=16", false),
     toy_case("badnet-hard", "toy-badnet", BACKDOORS[0].1, false),
     toy_case("blended-hard", "toy-blended", BACKDOORS[1].1, false),
     toy_case("wanet-hard", "toy-wanet", BACKDOORS[2].1, false),
