@@ -398,3 +398,39 @@ fn prompt_and_repel_blocks_parse_and_refuse_what_cannot_work() {
     assert_eq!(json["loss"]["repel"], "9,10,11");
     assert_eq!(serde_json::from_value::<RvptConfig>(json).unwrap(), cfg);
 }
+
+/// A crop scale outside (0, 1] is refused by the library too (the CLI checks it first), and
+/// CoOp's augmentation at scale 1 (whole images, flipped or not) trains.
+#[test]
+fn crop_scale_outside_the_unit_interval_is_refused() {
+    let model = tiny();
+    let mut noop = |_: &FitState| Ok(());
+    for (scale, ok) in [(1.5, false), (0.0, false), (f64::NAN, false), (1.0, true)] {
+        let cfg = RvptConfig {
+            epochs: 1,
+            augment: true,
+            crop_scale: scale,
+            ..small_config()
+        };
+        let r = fit(
+            &model,
+            &text3(),
+            &tiny_samples(),
+            &cfg,
+            fresh(&cfg),
+            false,
+            false,
+            &mut noop,
+        );
+        match r {
+            Ok(_) => assert!(ok, "crop scale {scale} accepted"),
+            Err(e) => {
+                assert!(!ok, "crop scale {scale}: {e}");
+                assert!(
+                    e.to_string().contains(&format!("crop scale {scale}")),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

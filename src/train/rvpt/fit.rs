@@ -232,6 +232,12 @@ pub fn fit(
             "the prefix cache needs --augment none".into(),
         ));
     }
+    if cfg.augment && !(cfg.crop_scale > 0.0 && cfg.crop_scale <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "crop scale {}: the smallest crop's share of the image must be in (0, 1]",
+            cfg.crop_scale
+        )));
+    }
     let device = text.device().clone();
     let dtype = model.logit_scale()?.dtype();
     let size = model.config().vision_config.image_size as u32;
