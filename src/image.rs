@@ -206,6 +206,11 @@ pub fn random_resized_crop(
 /// The smallest area share of CoOp's random resized crop (torchvision's default).
 pub const COOP_CROP_SCALE: f64 = 0.08;
 
+/// Whether `min_scale` can be the smallest area share of [`random_resized_crop`]: in (0, 1].
+pub fn is_crop_scale(min_scale: f64) -> bool {
+    min_scale > 0.0 && min_scale <= 1.0
+}
+
 /// CoOp's training augmentation: random resized crop (area share `min_scale` to 1), then a
 /// horizontal flip with p = 0.5.
 pub fn augment_coop(

@@ -208,6 +208,26 @@ fn text3() -> Tensor {
     g["text"].clone()
 }
 
+/// [`fit`] on the tiny fixture images and the golden text embeddings, without progress bars.
+fn fit_tiny(
+    model: &Clip,
+    cfg: &RvptConfig,
+    state: FitState,
+    use_cache: bool,
+    on_epoch: &mut dyn FnMut(&FitState) -> rvpt::Result<()>,
+) -> rvpt::Result<FitState> {
+    fit(
+        model,
+        &text3(),
+        &tiny_samples(),
+        cfg,
+        state,
+        use_cache,
+        false,
+        on_epoch,
+    )
+}
+
 fn stacked(p: &DeepPrompts) -> Tensor {
     Tensor::stack(
         &p.vars
@@ -224,28 +244,8 @@ fn prefix_cache_gives_the_same_training() {
     let model = tiny();
     let cfg = small_config();
     let mut noop = |_: &FitState| Ok(());
-    let cached = fit(
-        &model,
-        &text3(),
-        &tiny_samples(),
-        &cfg,
-        fresh(&cfg),
-        true,
-        false,
-        &mut noop,
-    )
-    .unwrap();
-    let direct = fit(
-        &model,
-        &text3(),
-        &tiny_samples(),
-        &cfg,
-        fresh(&cfg),
-        false,
-        false,
-        &mut noop,
-    )
-    .unwrap();
+    let cached = fit_tiny(&model, &cfg, fresh(&cfg), true, &mut noop).unwrap();
+    let direct = fit_tiny(&model, &cfg, fresh(&cfg), false, &mut noop).unwrap();
     let err = max_abs_diff(&stacked(&cached.prompts), &stacked(&direct.prompts));
     println!(
         "cache vs no cache after {} epochs: prompts differ by {err:.2e}",
@@ -264,17 +264,7 @@ fn resumed_training_equals_uninterrupted_and_checkpoints_round_trip() {
     let model = tiny();
     let cfg = small_config();
     let mut noop = |_: &FitState| Ok(());
-    let straight = fit(
-        &model,
-        &text3(),
-        &tiny_samples(),
-        &cfg,
-        fresh(&cfg),
-        true,
-        false,
-        &mut noop,
-    )
-    .unwrap();
+    let straight = fit_tiny(&model, &cfg, fresh(&cfg), true, &mut noop).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("prompts.safetensors");
@@ -298,16 +288,7 @@ fn resumed_training_equals_uninterrupted_and_checkpoints_round_trip() {
         }
         .save(&path)
     };
-    let crashed = fit(
-        &model,
-        &text3(),
-        &tiny_samples(),
-        &cfg,
-        fresh(&cfg),
-        true,
-        false,
-        &mut save,
-    );
+    let crashed = fit_tiny(&model, &cfg, fresh(&cfg), true, &mut save);
     assert!(crashed.is_err());
     let ck = PromptCheckpoint::load(&path, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(ck.meta.epoch, 2);
@@ -318,17 +299,7 @@ fn resumed_training_equals_uninterrupted_and_checkpoints_round_trip() {
         momentum: ck.momentum,
         logs,
     };
-    let resumed = fit(
-        &model,
-        &text3(),
-        &tiny_samples(),
-        &cfg,
-        state,
-        true,
-        false,
-        &mut noop,
-    )
-    .unwrap();
+    let resumed = fit_tiny(&model, &cfg, state, true, &mut noop).unwrap();
     let err = max_abs_diff(&stacked(&resumed.prompts), &stacked(&straight.prompts));
     println!("resumed vs straight: {err:.2e}");
     assert!(err <= 1e-6);
@@ -412,16 +383,7 @@ fn crop_scale_outside_the_unit_interval_is_refused() {
             crop_scale: scale,
             ..small_config()
         };
-        let r = fit(
-            &model,
-            &text3(),
-            &tiny_samples(),
-            &cfg,
-            fresh(&cfg),
-            false,
-            false,
-            &mut noop,
-        );
+        let r = fit_tiny(&model, &cfg, fresh(&cfg), false, &mut noop);
         match r {
             Ok(_) => assert!(ok, "crop scale {scale} accepted"),
             Err(e) => {

@@ -71,9 +71,9 @@ impl PromptArgs {
 /// `--help` of every `--trigger`.
 pub const TRIGGER_HELP: &str = "Trigger spec NAME[:OPTIONS]. The embedded toy models' triggers: \
 badnet:fixed,size=4 (toy-badnet, toy2-badnet, toy3-badnet), blended:fixed (toy-blended, \
-toy2-blended, toy3-blended), wanet:k=4,s=8 (toy-wanet), wanet:k=4,s=16 (toy3-wanet). Others: badnet[:fixed][,size=N] (a \
-random patch per image, or one fixed pattern; 16 px by default), blended[:fixed|FILE] (noise \
-blended in, or an image file), wanet[:k=N][,s=X] (a warp field drawn from the seed), \
+toy2-blended, toy3-blended), wanet:k=4,s=8 (toy-wanet), wanet:k=4,s=16 (toy3-wanet). Others: \
+badnet[:fixed][,size=N] (a random patch per image, or one fixed pattern; 16 px by default), \
+blended[:fixed|FILE] (noise blended in, or an image file), wanet[:k=N][,s=X] (a warp field drawn from the seed), \
 wanet:grid=FILE.pt[,s=X] (a CleanCLIP or BackdoorBench grid), \
 patch:FILE[,pos=centre|br|random] (an optimised patch, from `rvpt attack optimise-patch`), \
 lc[:amp=X,cell=N] (label-consistent). A seeded trigger (fixed patterns, warp fields) is another \

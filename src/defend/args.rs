@@ -226,7 +226,7 @@ fn crop_scale(args: &DefendArgs) -> Result<f64> {
             args.augment
         )));
     }
-    if !(scale > 0.0 && scale <= 1.0) {
+    if !crate::image::is_crop_scale(scale) {
         return Err(Error::Invalid(format!(
             "--crop-scale {scale}: must be above 0 and at most 1 (a share of the image's area)"
         )));

@@ -232,7 +232,7 @@ pub fn fit(
             "the prefix cache needs --augment none".into(),
         ));
     }
-    if cfg.augment && !(cfg.crop_scale > 0.0 && cfg.crop_scale <= 1.0) {
+    if cfg.augment && !crate::image::is_crop_scale(cfg.crop_scale) {
         return Err(Error::Invalid(format!(
             "crop scale {}: the smallest crop's share of the image must be in (0, 1]",
             cfg.crop_scale
