@@ -94,7 +94,7 @@ fn main() -> rvpt::Result<()> {
         candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev),
         &cfg,
     )?;
-    let prompts = DeepPrompts::init(6..12, 50, 768, 0, DType::F32, &dev)?;
+    let prompts = DeepPrompts::init(6..12, 50, 768, 0, &dev)?;
     let enc = PromptedEncoder::new(&model.vision, &prompts)?;
     let text = rvpt::model::ops::l2_normalize(&Tensor::randn(0f32, 1.0, (10, 512), &dev)?)?;
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();

@@ -106,7 +106,7 @@ impl Engine {
 
     /// Loads an RVPT prompt checkpoint for this model; refuses prompts trained on other weights.
     pub fn load_prompts(&self, path: &Path) -> Result<DeepPrompts> {
-        let ck = PromptCheckpoint::load(path, self.dtype, &self.device)?;
+        let ck = PromptCheckpoint::load(path, &self.device)?;
         if let Some(actual) = self.checkpoint_sha256() {
             if !ck.meta.base_sha256.is_empty() && ck.meta.base_sha256 != actual {
                 return Err(Error::Checkpoint {

@@ -71,8 +71,7 @@ fn prompted_parts_sum_to_the_prompted_embedding() {
     let pixels = toy_pixels(12);
     // The last 6 blocks (the default), and blocks 2..5 with their outputs carried to the top.
     for blocks in [6..12, 2..5] {
-        let prompts =
-            DeepPrompts::init(blocks.clone(), 10, 64, 3, DType::F32, &Device::Cpu).unwrap();
+        let prompts = DeepPrompts::init(blocks.clone(), 10, 64, 3, &Device::Cpu).unwrap();
         // Larger than the N(0, 0.02) initialisation, so that the prompts matter.
         let scaled: Vec<candle_core::Var> = prompts
             .vars

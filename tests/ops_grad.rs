@@ -331,3 +331,55 @@ fn block_head_equals_the_full_block() {
         }
     }
 }
+
+/// Mixed precision: in bf16 and f16, softmax, layer norm and QuickGELU are computed in f32 and
+/// rounded once, so they equal the f32 op on the same (half-representable) input, rounded; their
+/// gradients reach a half-precision input.
+#[test]
+fn half_dtypes_normalise_in_f32() {
+    for dtype in [DType::BF16, DType::F16] {
+        let x = randn(&[3, 5, 16], 11).to_dtype(dtype).unwrap();
+        let w = randn(&[16], 12).to_dtype(dtype).unwrap();
+        let b = randn(&[16], 13).to_dtype(dtype).unwrap();
+        let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let cases: [(&str, Box<dyn Fn(&Tensor) -> Tensor>); 3] = [
+            ("softmax", Box::new(|x| ops::softmax_last_dim(x).unwrap())),
+            (
+                "layer_norm",
+                Box::new(|x| {
+                    let (w, b) = (
+                        w.to_dtype(x.dtype()).unwrap(),
+                        b.to_dtype(x.dtype()).unwrap(),
+                    );
+                    ops::layer_norm(x, &w, &b, 1e-5).unwrap()
+                }),
+            ),
+            ("quick_gelu", Box::new(|x| ops::quick_gelu(x).unwrap())),
+        ];
+        for (name, f) in &cases {
+            let half = f(&x);
+            assert_eq!(half.dtype(), dtype, "{name}");
+            let reference = f(&wide(&x)).to_dtype(dtype).unwrap();
+            assert_eq!(max_diff(&half, &reference), 0.0, "{name} {dtype:?}");
+            let v = Var::from_tensor(&x).unwrap();
+            let probe = randn(&[3, 5, 16], 14).to_dtype(dtype).unwrap();
+            let loss = wide(&(f(v.as_tensor()) * &probe).unwrap())
+                .sum_all()
+                .unwrap();
+            let g = loss.backward().unwrap();
+            let g = g.get(v.as_tensor()).expect("no gradient");
+            assert_eq!(g.dtype(), dtype);
+            let norm: f64 = wide(g)
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name} {dtype:?}: |grad| {norm}"
+            );
+        }
+    }
+}

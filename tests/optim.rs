@@ -265,6 +265,67 @@ fn f16_params_keep_f32_state() {
     assert_eq!((m.dtype(), v.dtype()), (DType::F32, DType::F32));
 }
 
+/// 100 steps of 1e-4 on a bf16 parameter at 1.0, whose spacing there is 2^-8 ≈ 3.9e-3: each step
+/// alone rounds back to 1.0, so without a master copy the parameter would never move.
+#[test]
+fn half_params_accumulate_updates_below_their_spacing() {
+    let run = |opt: &mut dyn Optimizer, p: &Var| {
+        for _ in 0..100 {
+            // d/dp sum(p) = 1 everywhere: every step moves each element by lr (Adam: by lr too).
+            let loss = p
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+    };
+    let check = |p: &Var, master: Option<&Tensor>, name: &str| {
+        let master = master.unwrap_or_else(|| panic!("{name}: no master copy"));
+        assert_eq!(master.dtype(), DType::F32);
+        let rounded = master.to_dtype(DType::BF16).unwrap();
+        let m = master.to_vec1::<f32>().unwrap();
+        let v = p.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        for m in &m {
+            assert!((m - 0.99).abs() < 2e-5, "{name}: master {m}, expected 0.99");
+        }
+        // The parameter is the master rounded to bf16 (0.98828125), not 1.0.
+        let r = rounded
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(v, r, "{name}");
+        assert!(v.iter().all(|&v| v < 1.0), "{name}: {v:?}");
+    };
+    let fresh = || Var::from_tensor(&Tensor::ones(4, DType::BF16, &Device::Cpu).unwrap()).unwrap();
+
+    let sgd_config = SgdConfig {
+        lr: 1e-4,
+        ..SgdConfig::default()
+    };
+    let p = fresh();
+    let mut sgd = Sgd::new(vec![p.clone()], sgd_config).unwrap();
+    run(&mut sgd, &p);
+    check(&p, sgd.master(&p), "sgd");
+
+    let p = fresh();
+    let config = AdamWConfig {
+        lr: 1e-4,
+        ..AdamWConfig::default()
+    };
+    let mut adam = AdamW::single(vec![p.clone()], 0.0, config).unwrap();
+    run(&mut adam, &p);
+    check(&p, adam.master(&p), "adamw");
+
+    // An f32 parameter is its own master.
+    let p = Var::from_tensor(&Tensor::ones(4, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let mut sgd = Sgd::new(vec![p.clone()], sgd_config).unwrap();
+    run(&mut sgd, &p);
+    assert!(sgd.master(&p).is_none());
+}
+
 #[test]
 fn schedules_match_torch() {
     let fx = Fixture::load();

@@ -194,7 +194,6 @@ fn fresh(cfg: &RvptConfig) -> FitState {
             cfg.length,
             64,
             1,
-            DType::F32,
             &Device::Cpu,
         )
         .unwrap(),
@@ -290,7 +289,7 @@ fn resumed_training_equals_uninterrupted_and_checkpoints_round_trip() {
     };
     let crashed = fit_tiny(&model, &cfg, fresh(&cfg), true, &mut save);
     assert!(crashed.is_err());
-    let ck = PromptCheckpoint::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let ck = PromptCheckpoint::load(&path, &Device::Cpu).unwrap();
     assert_eq!(ck.meta.epoch, 2);
     assert!(ck.momentum.iter().all(|m| m.is_some()));
     let logs: Vec<EpochLog> = serde_json::from_value(ck.meta.metrics.clone()).unwrap();
@@ -311,11 +310,11 @@ fn corrupt_or_foreign_checkpoints_are_named() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"nope").unwrap();
     assert!(matches!(
-        PromptCheckpoint::load(&junk, DType::F32, &Device::Cpu),
+        PromptCheckpoint::load(&junk, &Device::Cpu),
         Err(rvpt::Error::Checkpoint { .. })
     ));
     // A model file is a valid safetensors but not a prompt checkpoint.
-    match PromptCheckpoint::load(&fixture("tiny/model.safetensors"), DType::F32, &Device::Cpu) {
+    match PromptCheckpoint::load(&fixture("tiny/model.safetensors"), &Device::Cpu) {
         Err(rvpt::Error::Checkpoint { reason, .. }) => {
             assert!(reason.contains("not a prompt checkpoint"))
         }

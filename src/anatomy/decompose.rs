@@ -83,7 +83,7 @@ pub fn decompose(
         // them along (`x` keeps them).
         let seq = match prompts {
             Some(p) if p.blocks().contains(&i) => {
-                let tokens = p.tokens(i - p.first_block, b)?.to_dtype(x.dtype())?;
+                let tokens = p.tokens(i - p.first_block, b, x.dtype())?;
                 Tensor::cat(&[&x.narrow(1, 0, n)?, &tokens], 1)?
             }
             _ => x.clone(),

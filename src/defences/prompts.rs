@@ -33,7 +33,6 @@ pub fn train(
             cfg.length,
             v.hidden_size,
             cfg.seed,
-            ctx.dtype,
             &ctx.device,
         )?;
         FitState {
@@ -83,7 +82,7 @@ fn resume(
     base_sha256: &str,
     ctx: &DefenceContext,
 ) -> Result<FitState> {
-    let ck = PromptCheckpoint::load(file, ctx.dtype, &ctx.device)?;
+    let ck = PromptCheckpoint::load(file, &ctx.device)?;
     let refuse = |why: String| {
         Error::Invalid(format!(
             "{} cannot be resumed: {why}. Give another --out, or --restart to start over",

@@ -3,6 +3,7 @@
 //! candle's fused `ops::layer_norm` and `softmax_last_dim` have no backward: anything trained
 //! through them silently gets no gradient. Here each op is a fused CPU kernel (f32) with a fused
 //! backward kernel, and on other devices or dtypes a composition of differentiable candle ops.
+//! The half dtypes compute softmax and layer norm in f32 (on the CPU through the fused kernels).
 //! `tests/ops_grad.rs` checks every backward against finite differences.
 //!
 //! [`frozen_linear`] is different: it runs on every backend (through candle's storage matmul) and
@@ -17,6 +18,18 @@ use rayon::prelude::*;
 /// True where the fused CPU kernels apply.
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// True for the half dtypes, whose normalising ops are computed in f32.
+fn is_half(x: &Tensor) -> bool {
+    matches!(x.dtype(), DType::F16 | DType::BF16)
+}
+
+/// `op` on `x` computed in f32 and returned in `x`'s dtype: how the half dtypes run softmax and
+/// layer norm (mixed precision keeps reductions in f32), and how they reach the fused CPU
+/// kernels. The casts are differentiable, so gradients flow through in the half dtype.
+fn in_f32(x: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    op(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -171,12 +184,14 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         let x = x.contiguous()?;
         return x.apply_op3(weight, bias, LayerNormOp { eps: eps as f32 });
     }
+    if x.device().is_cpu() && is_half(x) {
+        // The fused f32 kernel, with the (small) affine parameters widened too.
+        let (w, b) = (weight.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?);
+        return in_f32(x, |x| layer_norm(x, &w, &b, eps));
+    }
     // Composed path (GPU, other dtypes): half-precision statistics are computed in f32.
     let dtype = x.dtype();
-    let stat_dtype = match dtype {
-        DType::F16 | DType::BF16 => DType::F32,
-        other => other,
-    };
+    let stat_dtype = if is_half(x) { DType::F32 } else { dtype };
     let x = x.to_dtype(stat_dtype)?;
     let mean = x.mean_keepdim(D::Minus1)?;
     let centred = x.broadcast_sub(&mean)?;
@@ -251,10 +266,13 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
-/// Softmax over the last dimension; differentiable.
+/// Softmax over the last dimension, in f32 for the half dtypes; differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         return x.contiguous()?.apply_op1(SoftmaxOp);
+    }
+    if is_half(x) {
+        return in_f32(x, softmax_last_dim);
     }
     candle_nn::ops::softmax(x, D::Minus1)
 }
@@ -323,6 +341,10 @@ impl CustomOp2 for QuickGeluGrad {
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     if fused(x) {
         return x.contiguous()?.apply_op1(QuickGeluOp);
+    }
+    if x.device().is_cpu() && is_half(x) {
+        // The fused kernel beats candle's element-wise half ops on the CPU, casts included.
+        return in_f32(x, quick_gelu);
     }
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }

@@ -68,6 +68,8 @@ struct State {
     step: u64,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// f32 master copy of a parameter that is not f32 (see the module's documentation).
+    master: Option<Tensor>,
 }
 
 /// AdamW with torch's update, per parameter `p` with gradient `g` at its step `t` (1-based,
@@ -138,6 +140,18 @@ impl AdamW {
             .and_then(|(_, s)| s.as_ref())
             .map(|s| (s.step, &s.exp_avg, &s.exp_avg_sq))
     }
+
+    /// The f32 master copy of a half-precision `var`; `None` for an f32 parameter (it is its own
+    /// master), before its first update, or for a parameter this optimizer does not hold.
+    pub fn master(&self, var: &Var) -> Option<&Tensor> {
+        self.groups
+            .iter()
+            .zip(&self.states)
+            .flat_map(|(g, s)| g.vars.iter().zip(s))
+            .find(|(v, _)| v.id() == var.id())
+            .and_then(|(_, s)| s.as_ref())
+            .and_then(|s| s.master.as_ref())
+    }
 }
 
 impl Optimizer for AdamW {
@@ -148,15 +162,16 @@ impl Optimizer for AdamW {
                 let Some(g) = grad_f32(var, grads)? else {
                     continue;
                 };
-                let mut p = param_f32(var)?;
                 let s = match state {
                     Some(s) => s,
                     None => state.insert(State {
                         step: 0,
                         exp_avg: Tensor::zeros(var.shape(), DType::F32, var.device())?,
                         exp_avg_sq: Tensor::zeros(var.shape(), DType::F32, var.device())?,
+                        master: None,
                     }),
                 };
+                let mut p = param_f32(var, &s.master)?;
                 s.step += 1;
                 if group.weight_decay != 0.0 {
                     p = p.affine(1.0 - c.lr * group.weight_decay, 0.0)?;
@@ -172,7 +187,7 @@ impl Optimizer for AdamW {
                 let denom = s.exp_avg_sq.sqrt()?.affine(1.0 / bias2_sqrt, 0.0)?;
                 let denom = (denom + c.eps)?;
                 let update = (&s.exp_avg / denom)?.affine(-step_size, 0.0)?;
-                write_back(var, &(p + update)?)?;
+                write_back(var, &mut s.master, (p + update)?)?;
             }
         }
         Ok(())

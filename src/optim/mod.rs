@@ -3,9 +3,13 @@
 //! candle's own SGD has neither momentum nor weight decay, and its AdamW has no parameter groups,
 //! so these are written here, step for step as `torch.optim` (single-tensor path). Parameters are
 //! `Var`s of any float dtype; the optimizer state (momentum buffers, Adam moments) is f32 and the
-//! update is computed in f32, then written back in the parameter's dtype. Keeping the state in
-//! f32 matters for f16/bf16 parameters: Adam's second moment of a 1e-4 gradient (1e-8) is below
-//! f16's smallest subnormal and would flush to zero.
+//! update is computed in f32. Keeping the state in f32 matters for f16/bf16 parameters: Adam's
+//! second moment of a 1e-4 gradient (1e-8) is below f16's smallest subnormal and would flush to
+//! zero. A half-precision parameter also gets an f32 master copy: the update is applied to the
+//! master and the parameter receives its rounding, so steps smaller than the parameter dtype's
+//! spacing accumulate instead of being rounded away (bf16 near 1 has a spacing of 2^-7: an update
+//! of lr·g = 1e-4 written straight into it is lost every step). The master is the truth: a
+//! parameter changed from outside the optimizer after its first step is overwritten at the next.
 //!
 //! A parameter with no gradient in the `GradStore` is skipped entirely (no decay, no state
 //! update), as torch skips parameters whose `.grad` is `None`.
@@ -88,13 +92,21 @@ fn grad_f32(var: &Var, grads: &GradStore) -> Result<Option<Tensor>> {
     Ok(Some(grad.detach().to_dtype(DType::F32)?))
 }
 
-/// The parameter's value as f32, detached so the update builds no autograd graph.
-fn param_f32(var: &Var) -> Result<Tensor> {
-    Ok(var.as_detached_tensor().to_dtype(DType::F32)?)
+/// The parameter's value as f32: its master copy when it has one, else the parameter itself,
+/// detached so the update builds no autograd graph.
+fn param_f32(var: &Var, master: &Option<Tensor>) -> Result<Tensor> {
+    match master {
+        Some(m) => Ok(m.clone()),
+        None => Ok(var.as_detached_tensor().to_dtype(DType::F32)?),
+    }
 }
 
-/// Writes an f32 result back in the parameter's own dtype.
-fn write_back(var: &Var, value: &Tensor) -> Result<()> {
+/// Writes an f32 result back: into the master copy of a parameter that is not f32 (made at its
+/// first update), and into the parameter in its own dtype.
+fn write_back(var: &Var, master: &mut Option<Tensor>, value: Tensor) -> Result<()> {
     var.set(&value.to_dtype(var.dtype())?)?;
+    if var.dtype() != DType::F32 {
+        *master = Some(value);
+    }
     Ok(())
 }

@@ -39,6 +39,8 @@ impl Default for SgdConfig {
 pub struct Sgd {
     vars: Vec<Var>,
     buffers: Vec<Option<Tensor>>,
+    /// f32 master copies of the parameters that are not f32 (see the module's documentation).
+    masters: Vec<Option<Tensor>>,
     config: SgdConfig,
 }
 
@@ -57,9 +59,11 @@ impl Sgd {
         }
         check_vars(&vars)?;
         let buffers = vec![None; vars.len()];
+        let masters = vec![None; vars.len()];
         Ok(Self {
             vars,
             buffers,
+            masters,
             config,
         })
     }
@@ -72,8 +76,6 @@ impl Sgd {
         &self.vars
     }
 
-    /// The f32 momentum buffer of `var`; `None` before its first step with a gradient, without
-    /// momentum, or for a parameter this optimizer does not hold.
     /// Restores a momentum buffer (f32, the param's shape), e.g. when resuming from a checkpoint.
     pub fn set_momentum_buffer(&mut self, var: &Var, buffer: Tensor) -> Result<()> {
         let i = self
@@ -94,20 +96,30 @@ impl Sgd {
         Ok(())
     }
 
+    /// The f32 momentum buffer of `var`; `None` before its first step with a gradient, without
+    /// momentum, or for a parameter this optimizer does not hold.
     pub fn momentum_buffer(&self, var: &Var) -> Option<&Tensor> {
         let i = self.vars.iter().position(|v| v.id() == var.id())?;
         self.buffers[i].as_ref()
+    }
+
+    /// The f32 master copy of a half-precision `var`; `None` for an f32 parameter (it is its own
+    /// master), before its first update, or for a parameter this optimizer does not hold.
+    pub fn master(&self, var: &Var) -> Option<&Tensor> {
+        let i = self.vars.iter().position(|v| v.id() == var.id())?;
+        self.masters[i].as_ref()
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let c = self.config;
-        for (var, buffer) in self.vars.iter().zip(self.buffers.iter_mut()) {
+        let slots = self.buffers.iter_mut().zip(self.masters.iter_mut());
+        for (var, (buffer, master)) in self.vars.iter().zip(slots) {
             let Some(mut g) = grad_f32(var, grads)? else {
                 continue;
             };
-            let p = param_f32(var)?;
+            let p = param_f32(var, master)?;
             if c.weight_decay != 0.0 {
                 g = (g + p.affine(c.weight_decay, 0.0)?)?;
             }
@@ -130,7 +142,7 @@ impl Optimizer for Sgd {
                 };
                 *buffer = Some(b);
             }
-            write_back(var, &(p + g.affine(-c.lr, 0.0)?)?)?;
+            write_back(var, master, (p + g.affine(-c.lr, 0.0)?)?)?;
         }
         Ok(())
     }

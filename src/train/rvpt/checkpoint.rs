@@ -60,8 +60,9 @@ impl PromptCheckpoint {
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 
-    /// Reads a checkpoint; prompts are loaded as trainable `Var`s in `dtype` on `device`.
-    pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    /// Reads a checkpoint; prompts are loaded as trainable f32 `Var`s on `device` (the master
+    /// copy, whatever the model's dtype; a checkpoint written in a half dtype is widened).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
@@ -96,7 +97,9 @@ impl PromptCheckpoint {
                     p.dims()
                 )));
             }
-            vars.push(Var::from_tensor(&p.to_dtype(dtype)?.to_device(device)?)?);
+            vars.push(Var::from_tensor(
+                &p.to_dtype(DType::F32)?.to_device(device)?,
+            )?);
             momentum.push(
                 tensors
                     .remove(&format!("momentum.{j}"))

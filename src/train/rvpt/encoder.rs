@@ -56,7 +56,7 @@ impl<'a> PromptedEncoder<'a> {
         for (j, block) in self.vision.blocks[first..].iter().enumerate() {
             let seq = if j < self.prompts.depth() {
                 let base = x.narrow(1, 0, n)?;
-                let p = self.prompts.tokens(j, b)?.to_dtype(base.dtype())?;
+                let p = self.prompts.tokens(j, b, base.dtype())?;
                 Tensor::cat(&[&base, &p], 1)?
             } else {
                 x

@@ -98,12 +98,13 @@ pub struct DeepPrompts {
 
 impl DeepPrompts {
     /// Fresh prompts for `blocks` (from [`PromptPlacement::resolve`]), deterministic in `seed`.
+    /// Prompts are f32 whatever the model's dtype: they are the master copy that the optimizer
+    /// updates, and [`Self::tokens`] casts them to the model's dtype at use.
     pub fn init(
         blocks: std::ops::Range<usize>,
         length: usize,
         width: usize,
         seed: u64,
-        dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let depth = blocks.len();
@@ -120,7 +121,7 @@ impl DeepPrompts {
                 let data: Vec<f32> = (0..length * width)
                     .map(|_| normal.sample(&mut rng))
                     .collect();
-                let t = Tensor::from_vec(data, (length, width), device)?.to_dtype(dtype)?;
+                let t = Tensor::from_vec(data, (length, width), device)?;
                 Ok(Var::from_tensor(&t)?)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -147,9 +148,10 @@ impl DeepPrompts {
         self.vars.iter().map(|v| v.elem_count()).sum()
     }
 
-    /// The prompt tokens of prompted block `j` (0-based among prompted blocks), for a batch.
-    pub fn tokens(&self, j: usize, batch: usize) -> Result<Tensor> {
-        let p = self.vars[j].as_tensor();
+    /// The prompt tokens of prompted block `j` (0-based among prompted blocks), for a batch, in
+    /// `dtype` (the model's). The cast is differentiable: the f32 prompts receive the gradient.
+    pub fn tokens(&self, j: usize, batch: usize, dtype: DType) -> Result<Tensor> {
+        let p = self.vars[j].as_tensor().to_dtype(dtype)?;
         let (m, w) = p.dims2()?;
         Ok(p.unsqueeze(0)?.broadcast_as((batch, m, w))?)
     }
