@@ -332,7 +332,7 @@ fn block_head_equals_the_full_block() {
     }
 }
 
-type UnaryOp = dyn Fn(&Tensor) -> Tensor;
+type UnaryOp<'a> = dyn Fn(&Tensor) -> Tensor + 'a;
 
 /// Mixed precision: in bf16 and f16, softmax, layer norm and QuickGELU are computed in f32 and
 /// rounded once, so they equal the f32 op on the same (half-representable) input, rounded; their
@@ -344,7 +344,7 @@ fn half_dtypes_normalise_in_f32() {
         let w = randn(&[16], 12).to_dtype(dtype).unwrap();
         let b = randn(&[16], 13).to_dtype(dtype).unwrap();
         let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-        let cases: [(&str, Box<UnaryOp>); 3] = [
+        let cases: [(&str, Box<UnaryOp<'_>>); 3] = [
             ("softmax", Box::new(|x| ops::softmax_last_dim(x).unwrap())),
             (
                 "layer_norm",
