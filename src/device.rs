@@ -48,3 +48,34 @@ pub fn device_name(device: &Device) -> String {
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
+
+/// Free memory on `device` in bytes: the GPU's free memory on CUDA, the host's available memory
+/// (`MemAvailable`) on the CPU, `None` where it cannot be asked (Metal, or a failed query).
+pub fn free_memory(device: &Device) -> Option<u64> {
+    match device {
+        Device::Cpu => std::fs::read_to_string("/proc/meminfo")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(cuda) => cuda
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64),
+        _ => None,
+    }
+}
+
+/// Whether a cache of `bytes` should live on a device with `free` bytes free: at most half of
+/// it, the other half being left to the training step's activations. Unknown free memory
+/// (Metal's unified memory) counts as fitting.
+pub fn cache_fits(bytes: u64, free: Option<u64>) -> bool {
+    free.is_none_or(|free| bytes <= free / 2)
+}

@@ -196,17 +196,92 @@ fn step(
     Ok((total, parts.ce as f64, parts.fr as f64))
 }
 
-/// A loaded batch of the frozen part, from the cache or computed now.
-fn gather(cache: &Frozen, idx: &[usize]) -> Result<Frozen> {
-    let device = cache.prefix.device();
+/// A batch of the frozen part from the cache, on the training `device`.
+fn gather(cache: &Frozen, idx: &[usize], device: &Device) -> Result<Frozen> {
     let ids = Tensor::from_vec(
         idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
         idx.len(),
-        device,
+        cache.prefix.device(),
     )?;
     Ok(Frozen {
-        prefix: cache.prefix.index_select(&ids, 0)?,
-        target: cache.target.index_select(&ids, 0)?,
+        prefix: cache.prefix.index_select(&ids, 0)?.to_device(device)?,
+        target: cache.target.index_select(&ids, 0)?.to_device(device)?,
+    })
+}
+
+/// The frozen part of every training image, computed once (`--augment none`) in the model's
+/// dtype. It stays on the training device when it takes at most half of that device's free
+/// memory ([`crate::device::cache_fits`]); otherwise it is kept in host memory, each batch is
+/// copied over, and the log says so. Returns the cache and whether it is on the device.
+fn build_cache(
+    enc: &PromptedEncoder,
+    samples: &[(PathBuf, usize)],
+    cfg: &RvptConfig,
+    pixels: &dyn Fn(&Tensor) -> Result<Tensor>,
+    device: &Device,
+    show_progress: bool,
+) -> Result<Frozen> {
+    let size = enc.vision.config().image_size as u32;
+    let loader = Loader::new(
+        samples.to_vec(),
+        Transform::eval(size),
+        cfg.batch_size,
+        &Device::Cpu,
+    )?;
+    let bar = crate::eval::counting_bar(samples.len(), "caching", "images", show_progress);
+    let mut home: Option<Device> = None;
+    let (mut prefixes, mut targets) = (Vec::new(), Vec::new());
+    for batch in loader.all()? {
+        let batch = batch?;
+        let f = frozen_part(enc, &pixels(&batch.images)?, &cfg.loss)?;
+        let home = match &home {
+            Some(home) => home,
+            None => {
+                // The first batch tells the size per image; the whole cache follows.
+                let bytes_of = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+                let per_image =
+                    (bytes_of(&f.prefix) + bytes_of(&f.target)) / batch.labels.len() as u64;
+                let bytes = per_image * samples.len() as u64;
+                let free = crate::device::free_memory(device);
+                let fits = crate::device::cache_fits(bytes, free);
+                let name = crate::device::device_name(device);
+                let mb = |b: u64| b as f64 / 1e6;
+                if !fits && !device.is_cpu() {
+                    if show_progress {
+                        eprintln!(
+                            "prefix cache: {:.0} MB does not fit in half of the {:.0} MB free on {name}; kept in host memory, each batch copied to {name}",
+                            mb(bytes),
+                            mb(free.unwrap_or(0))
+                        );
+                    }
+                    home.insert(Device::Cpu)
+                } else {
+                    if !fits && show_progress {
+                        eprintln!(
+                            "prefix cache: {:.0} MB is more than half of the {:.0} MB of host memory available",
+                            mb(bytes),
+                            mb(free.unwrap_or(0))
+                        );
+                    }
+                    crate::eval::progress_line(show_progress, || {
+                        format!(
+                            "prefix cache: {} images, {:.0} MB on {name}",
+                            samples.len(),
+                            mb(bytes)
+                        )
+                    });
+                    home.insert(device.clone())
+                }
+            }
+        };
+        prefixes.push(f.prefix.to_device(home)?);
+        targets.push(f.target.to_device(home)?);
+        bar.inc(batch.labels.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(Frozen {
+        prefix: Tensor::cat(&prefixes, 0)?,
+        target: Tensor::cat(&targets, 0)?,
     })
 }
 
@@ -264,23 +339,14 @@ pub fn fit(
         Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
     };
     let cache = if use_cache {
-        let eval_loader = Loader::new(
-            samples.to_vec(),
-            Transform::eval(size),
-            cfg.batch_size,
-            &Device::Cpu,
-        )?;
-        let mut prefixes = Vec::new();
-        let mut targets = Vec::new();
-        for batch in eval_loader.all()? {
-            let f = frozen_part(&enc, &to_pixels(&batch?.images)?, &cfg.loss)?;
-            prefixes.push(f.prefix);
-            targets.push(f.target);
-        }
-        Some(Frozen {
-            prefix: Tensor::cat(&prefixes, 0)?,
-            target: Tensor::cat(&targets, 0)?,
-        })
+        Some(build_cache(
+            &enc,
+            samples,
+            cfg,
+            &to_pixels,
+            &device,
+            show_progress,
+        )?)
     } else {
         None
     };
@@ -302,7 +368,7 @@ pub fn fit(
         if let Some(cache) = &cache {
             for idx in order.chunks(cfg.batch_size) {
                 let labels: Vec<usize> = idx.iter().map(|&i| samples[i].1).collect();
-                let frozen = gather(cache, idx)?;
+                let frozen = gather(cache, idx, &device)?;
                 account(
                     step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?,
                     idx.len(),
