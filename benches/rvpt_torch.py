@@ -1,9 +1,10 @@
 """PyTorch side of `cargo run --release --example bench_rvpt`: one RVPT training step (prompted
 forward through the last 6 of 12 ViT-B/32 blocks with 50 prompt tokens, frozen branch, CE +
-2 * FR, backward to the prompts, SGD with momentum) with random weights, batch 32, f32, CPU
-(or `--device cuda`). Prints one JSON line with samples/s and peak RSS.
+2 * FR, backward to the prompts, SGD with momentum) with random weights, batch 32, f32 or under
+autocast (`--dtype bf16|f16`: f32 weights and prompts, half matmuls), CPU (or `--device cuda`).
+Prints one JSON line with samples/s and peak RSS.
 
-    python benches/rvpt_torch.py --batch 32 --iters 3 --threads 2 [--device cuda --iters 20]
+    python benches/rvpt_torch.py --batch 32 --iters 3 --threads 2 [--device cuda --iters 20] [--dtype bf16]
 """
 import argparse
 import json
@@ -20,7 +21,9 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--depth", type=int, default=6)
 p.add_argument("--length", type=int, default=50)
 p.add_argument("--device", default="cpu")
+p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"])
 a = p.parse_args()
+half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.dtype)
 dev = torch.device(a.device)
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -41,6 +44,16 @@ labels = torch.randint(0, 10, (a.batch,), device=dev)
 
 
 def step():
+    with torch.autocast(dev.type, dtype=half, enabled=half is not None):
+        loss = forward()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()  # time the work, not its launch
+
+
+def forward():
     with torch.no_grad():
         x = vm.pre_layrnorm(vm.embeddings(x_in))
         for layer in layers[:first]:
@@ -57,12 +70,7 @@ def step():
         x = layer(x, None)
     pooled = vm.post_layernorm(x[:, 0])
     logits = 100.0 * F.normalize(pooled @ proj, dim=-1) @ text.t()
-    loss = F.cross_entropy(logits, labels) + 2.0 * F.cosine_similarity(pooled, frozen).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()  # time the work, not its launch
+    return F.cross_entropy(logits, labels) + 2.0 * F.cosine_similarity(pooled, frozen).mean()
 
 
 step()  # warm-up
@@ -74,7 +82,7 @@ for _ in range(a.iters):
     cpu.append(time.process_time() - c)
 med = sorted(times)[len(times) // 2]
 print(json.dumps({
-    "impl": f"torch {torch.__version__} (sdpa, {a.device})",
+    "impl": f"torch {torch.__version__} (sdpa, {a.device}, {a.dtype}{' autocast' if half else ''})",
     "blas": "MKL" if torch.backends.mkl.is_available() else "other",
     "threads": torch.get_num_threads(),
     "median_s": med,

@@ -1,18 +1,18 @@
 //! Benchmark (not a test): one RVPT training step on ViT-B/32 shapes with random weights
 //! (prefix through blocks 0..6, frozen branch, 50 prompt tokens in blocks 6..12, CE + 2 FR,
-//! backward, SGD), batch 32, f32 CPU: samples/s and peak memory, beside PyTorch in the same run.
+//! backward, SGD), batch 32: samples/s, time per phase and peak memory, beside PyTorch in the
+//! same run on the same device. `--dtype bf16|f16`: frozen weights and activations in that dtype,
+//! prompts and SGD in f32 (mixed precision); PyTorch runs the same step under autocast.
 //!
 //!     cargo run --release --example bench_rvpt -- [--batch 32] [--iters 3] [--python PATH]
-//!         [--device cuda:0]  (a CUDA build: `--features cuda`)
+//!         [--device cuda:0] [--dtype bf16]  (a CUDA build: `--features cuda`)
 
 mod common;
 use common::arg;
 
-use candle_core::{DType, Tensor};
-use rvpt::model::{expected_tensors, ClipConfig};
+use candle_core::Tensor;
 use rvpt::optim::{Optimizer, Sgd, SgdConfig};
 use rvpt::train::rvpt::{batch_loss, frozen_part, DeepPrompts, LossConfig, PromptedEncoder};
-use std::collections::HashMap;
 use std::time::Instant;
 
 #[global_allocator]
@@ -40,9 +40,16 @@ struct Spent {
     cpu: f64,
 }
 
-fn timed<T>(spent: &mut Spent, f: impl FnOnce() -> rvpt::Result<T>) -> rvpt::Result<T> {
+/// Runs one phase and waits for the device to finish it: on a GPU the ops only queue work, and
+/// without the wait the next phase's clock would count this one's kernels.
+fn timed<T>(
+    spent: &mut Spent,
+    dev: &candle_core::Device,
+    f: impl FnOnce() -> rvpt::Result<T>,
+) -> rvpt::Result<T> {
     let (t, c) = (Instant::now(), cpu_seconds());
     let out = f()?;
+    dev.synchronize()?;
     spent.wall += t.elapsed().as_secs_f64();
     spent.cpu += cpu_seconds() - c;
     Ok(out)
@@ -73,32 +80,15 @@ fn main() -> rvpt::Result<()> {
     let iters: usize = arg(&args, "--iters", 3);
     let python: String = arg(&args, "--python", String::new());
     let device: String = arg(&args, "--device", "cpu".to_string());
-    let cfg = ClipConfig::vit_base_patch32();
+    let dtype_name: String = arg(&args, "--dtype", "f32".to_string());
+    let dtype = rvpt::device::parse_dtype(&dtype_name)?;
     let dev = rvpt::device::parse_device(&device)?;
-    let mut tensors = HashMap::new();
-    for (name, shape) in expected_tensors(&cfg)? {
-        if name.starts_with("vision_model.")
-            || name == "visual_projection.weight"
-            || name == "logit_scale"
-        {
-            tensors.insert(name, Tensor::randn(0f32, 0.02, shape, &dev)?);
-        } else {
-            // The text tower is not used by a prompt-tuning step: zero-cost broadcast placeholders.
-            tensors.insert(
-                name,
-                Tensor::zeros((), DType::F32, &dev)?.broadcast_as(shape)?,
-            );
-        }
-    }
-    let model = rvpt::model::Clip::new(
-        candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev),
-        &cfg,
-    )?;
+    let model = common::random_clip(dtype, &dev)?;
     let prompts = DeepPrompts::init(6..12, 50, 768, 0, &dev)?;
     let enc = PromptedEncoder::new(&model.vision, &prompts)?;
     let text = rvpt::model::ops::l2_normalize(&Tensor::randn(0f32, 1.0, (10, 512), &dev)?)?;
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-    let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &dev)?;
+    let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &dev)?.to_dtype(dtype)?;
     let sgd = SgdConfig {
         lr: 0.002,
         momentum: 0.9,
@@ -111,10 +101,10 @@ fn main() -> rvpt::Result<()> {
     const PHASES: [&str; 4] = ["frozen", "forward", "backward", "sgd"];
     let mut step = || -> rvpt::Result<[Spent; 4]> {
         let mut s = [Spent::default(); 4];
-        let frozen = timed(&mut s[0], || {
+        let frozen = timed(&mut s[0], &dev, || {
             frozen_part(&enc, &pixels, &LossConfig::default())
         })?;
-        let parts = timed(&mut s[1], || {
+        let parts = timed(&mut s[1], &dev, || {
             batch_loss(
                 &model,
                 &enc,
@@ -124,10 +114,8 @@ fn main() -> rvpt::Result<()> {
                 &LossConfig::default(),
             )
         })?;
-        let grads = timed(&mut s[2], || Ok(parts.total.backward()?))?;
-        timed(&mut s[3], || opt.step(&grads))?;
-        // On a GPU the phases above only queue work: wait for it, and count it in the step.
-        timed(&mut s[3], || Ok(dev.synchronize()?))?;
+        let grads = timed(&mut s[2], &dev, || Ok(parts.total.backward()?))?;
+        timed(&mut s[3], &dev, || opt.step(&grads))?;
         Ok(s)
     };
     step()?; // warm-up
@@ -140,7 +128,7 @@ fn main() -> rvpt::Result<()> {
     let median_cpu = median(runs.iter().map(|r| total(r, |s| s.cpu)).collect());
     let ours = batch as f64 / median_wall;
     println!(
-        "rvpt (candle 0.11.1, {device}, {} threads): step {median_wall:.2}s ({median_cpu:.2} CPU-s), {ours:.2} samples/s, peak RSS {:.0} MB",
+        "rvpt (candle 0.11.1, {device}, {dtype_name}, {} threads): step {median_wall:.2}s ({median_cpu:.2} CPU-s), {ours:.2} samples/s, peak RSS {:.0} MB",
         candle_core::utils::get_num_threads(),
         peak_rss_mb()
     );
@@ -162,7 +150,7 @@ fn main() -> rvpt::Result<()> {
             iters,
             // The same device as ours (torch spells cpu, cuda and cuda:N the same way), or the
             // ratio would compare a GPU with a CPU.
-            &["--device", &device],
+            &["--device", &device, "--dtype", &dtype_name],
         )?;
         let theirs = v["samples_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(

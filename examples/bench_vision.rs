@@ -1,7 +1,9 @@
 //! Benchmark (not a test): image-encoder throughput on ViT-B/32 shapes with random weights,
-//! f32 on the CPU, beside transformers' CLIPVisionModel in the same run.
+//! beside transformers' CLIPVisionModel in the same run, on the same device (bf16 and f16:
+//! weights and activations in that dtype here, PyTorch's autocast there).
 //!
 //!     cargo run --release --example bench_vision -- [--batch 32] [--iters 5] [--python PATH]
+//!         [--device cuda] [--dtype bf16]   (a CUDA build: `--features cuda`)
 //!
 //! `--python` names an interpreter with torch + transformers; without it only rvpt is timed.
 
@@ -18,7 +20,11 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Random weights for every tensor of the vision tower (N(0, 0.02), as transformers' init).
-fn random_vision(cfg: &VisionConfig) -> rvpt::Result<rvpt::model::vision::VisionTransformer> {
+fn random_vision(
+    cfg: &VisionConfig,
+    dtype: DType,
+    device: &Device,
+) -> rvpt::Result<rvpt::model::vision::VisionTransformer> {
     let full = ClipConfig {
         vision_config: cfg.clone(),
         ..ClipConfig::vit_base_patch32()
@@ -26,11 +32,11 @@ fn random_vision(cfg: &VisionConfig) -> rvpt::Result<rvpt::model::vision::Vision
     let mut tensors = HashMap::new();
     for (name, shape) in expected_tensors(&full)? {
         if let Some(rest) = name.strip_prefix("vision_model.") {
-            let t = Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?;
+            let t = Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?;
             tensors.insert(rest.to_string(), t);
         }
     }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, dtype, device);
     Ok(rvpt::model::vision::VisionTransformer::new(vb, cfg)?)
 }
 
@@ -40,28 +46,37 @@ fn main() -> rvpt::Result<()> {
     let batch: usize = arg(&args, "--batch", 32);
     let iters: usize = arg(&args, "--iters", 5);
     let python: Option<String> = arg(&args, "--python", String::new()).into();
+    let device_name: String = arg(&args, "--device", "cpu".to_string());
+    let dtype_name: String = arg(&args, "--dtype", "f32".to_string());
+    let device = rvpt::device::parse_device(&device_name)?;
+    let dtype = rvpt::device::parse_dtype(&dtype_name)?;
     let threads = candle_core::utils::get_num_threads();
 
     let cfg = VisionConfig::default();
-    let model = random_vision(&cfg)?;
-    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
-    model.forward(&x)?; // warm-up
+    let model = random_vision(&cfg, dtype, &device)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?.to_dtype(dtype)?;
+    // Reading one number back waits for the device's queued work.
+    let run = || -> rvpt::Result<f32> {
+        let y = model.forward(&x)?;
+        Ok(y.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+    };
+    run()?; // warm-up
     let mut times = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
-        let y = model.forward(&x)?;
-        y.sum_all()?.to_scalar::<f32>()?;
+        run()?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ours = batch as f64 / median;
     println!(
-        "rvpt (candle 0.11.1, gemm, {threads} threads): batch {batch}, median {median:.3}s, {ours:.1} images/s"
+        "rvpt (candle 0.11.1, {device_name}, {dtype_name}, {threads} threads): batch {batch}, median {median:.3}s, {ours:.1} images/s"
     );
 
     if let Some(py) = python.filter(|p| !p.is_empty()) {
-        let v = common::torch_benchmark(&py, "vision_torch.py", batch, iters, &[])?;
+        let extra = ["--device", &device_name, "--dtype", &dtype_name];
+        let v = common::torch_benchmark(&py, "vision_torch.py", batch, iters, &extra)?;
         let theirs = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{} ({}, {} threads): median {:.3}s, {theirs:.1} images/s",

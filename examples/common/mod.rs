@@ -43,3 +43,30 @@ pub fn torch_benchmark(
         ))
     })
 }
+
+/// CLIP ViT-B/32 with random weights (N(0, 0.02)) in `dtype` on `device`. The text tower is not
+/// used by prompt tuning (the benchmarks draw class features at random): its tensors are
+/// zero-cost broadcast placeholders.
+pub fn random_clip(
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> rvpt::Result<rvpt::model::Clip> {
+    use candle_core::{DType, Tensor};
+    let cfg = rvpt::model::ClipConfig::vit_base_patch32();
+    let mut tensors = std::collections::HashMap::new();
+    for (name, shape) in rvpt::model::expected_tensors(&cfg)? {
+        let t = if name.starts_with("vision_model.")
+            || name == "visual_projection.weight"
+            || name == "logit_scale"
+        {
+            Tensor::randn(0f32, 0.02, shape, device)?
+        } else {
+            Tensor::zeros((), DType::F32, device)?.broadcast_as(shape)?
+        };
+        tensors.insert(name, t);
+    }
+    Ok(rvpt::model::Clip::new(
+        candle_nn::VarBuilder::from_tensors(tensors, dtype, device),
+        &cfg,
+    )?)
+}

@@ -8,7 +8,7 @@ use crate::data::{shuffled, Loader, Transform};
 use crate::error::{Error, Result};
 use crate::model::Clip;
 use crate::optim::{CosineSchedule, Optimizer, Sgd, SgdConfig};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -180,7 +180,8 @@ pub fn batch_loss(
     rvpt_loss(model, text, &labels, &pooled, &prompted, &target, loss)
 }
 
-/// One optimisation step on a batch; returns (loss, ce, fr).
+/// One optimisation step on a batch; returns (loss, CE, FR) as a (3,) tensor left on the device,
+/// so that a step queues its work without waiting for it (the epoch reads the sums once).
 fn step(
     model: &Clip,
     enc: &PromptedEncoder,
@@ -189,11 +190,10 @@ fn step(
     labels: &[usize],
     cfg: &RvptConfig,
     opt: &mut Sgd,
-) -> Result<(f64, f64, f64)> {
+) -> Result<Tensor> {
     let parts = batch_loss(model, enc, text, frozen, labels, &cfg.loss)?;
-    let total = parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
     opt.backward_step(&parts.total)?;
-    Ok((total, parts.ce as f64, parts.fr as f64))
+    parts.stacked()
 }
 
 /// A batch of the frozen part from the cache, on the training `device`.
@@ -358,12 +358,17 @@ pub fn fit(
         let t0 = Instant::now();
         let lr = schedule.apply(&mut opt, epoch);
         let order = shuffled(&all, cfg.seed, epoch as u64);
-        let (mut sum, mut sum_ce, mut sum_fr, mut n) = (0.0, 0.0, 0.0, 0usize);
-        let mut account = |(l, c, f): (f64, f64, f64), b: usize| {
-            sum += l * b as f64;
-            sum_ce += c * b as f64;
-            sum_fr += f * b as f64;
+        // Σ batch size × (loss, CE, FR), on the device until the epoch ends.
+        let mut sums: Option<Tensor> = None;
+        let mut n = 0usize;
+        let mut account = |parts: Tensor, b: usize| -> Result<()> {
+            let weighted = parts.affine(b as f64, 0.0)?;
+            sums = Some(match sums.take() {
+                None => weighted,
+                Some(s) => (s + weighted)?,
+            });
             n += b;
+            Ok(())
         };
         if let Some(cache) = &cache {
             for idx in order.chunks(cfg.batch_size) {
@@ -372,7 +377,7 @@ pub fn fit(
                 account(
                     step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?,
                     idx.len(),
-                );
+                )?;
             }
         } else {
             let transform = if cfg.augment {
@@ -393,10 +398,17 @@ pub fn fit(
                 account(
                     step(model, &enc, text, &frozen, &batch.labels, cfg, &mut opt)?,
                     batch.labels.len(),
-                );
+                )?;
             }
         }
         let n = n.max(1) as f64;
+        let [sum, sum_ce, sum_fr] = match sums {
+            Some(s) => {
+                let v = s.to_vec1::<f32>()?;
+                [v[0] as f64, v[1] as f64, v[2] as f64]
+            }
+            None => [0.0; 3],
+        };
         state.logs.push(EpochLog {
             epoch,
             loss: sum / n,

@@ -188,11 +188,27 @@ pub fn classification_loss(
     Ok(candle_nn::loss::cross_entropy(&logits, labels)?)
 }
 
-/// The loss and its parts (for logs).
+/// The loss and its parts (for logs). The parts are detached f32 scalars left on the device:
+/// reading them is a host synchronisation, which a training step should not make.
 pub struct LossParts {
     pub total: Tensor,
-    pub ce: f32,
-    pub fr: f32,
+    pub ce: Tensor,
+    pub fr: Tensor,
+}
+
+impl LossParts {
+    /// (total, CE, FR) as a detached f32 tensor of shape (3,), on the device.
+    pub fn stacked(&self) -> Result<Tensor> {
+        let parts = [&self.total, &self.ce, &self.fr].map(|t| t.detach().to_dtype(DType::F32));
+        let [a, b, c] = parts;
+        Ok(Tensor::stack(&[a?, b?, c?], 0)?)
+    }
+
+    /// (total, CE, FR) read back in one transfer.
+    pub fn values(&self) -> Result<[f32; 3]> {
+        let v = self.stacked()?.to_vec1::<f32>()?;
+        Ok([v[0], v[1], v[2]])
+    }
 }
 
 /// CE + lambda * FR. `prompted`/`frozen` are the pooled features (B, W), or when FR is on blocks
@@ -214,8 +230,8 @@ pub fn rvpt_loss(
         (&ce + (&fr * cfg.lambda)?)?
     };
     Ok(LossParts {
-        ce: ce.to_scalar()?,
-        fr: fr.to_scalar()?,
+        ce: ce.detach(),
+        fr: fr.detach(),
         total,
     })
 }
