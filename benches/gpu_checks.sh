@@ -1,12 +1,18 @@
 #!/bin/bash
 # Device checks for rvpt's CUDA build, run by hand on a lent GPU machine (README, "CUDA build"):
-# CPU-vs-CUDA parity of eval / pr / classify, the toy defence on the GPU, and the RVPT step
-# benchmark beside PyTorch's. Expects target/gpu/{rvpt,bench_rvpt}.xz; writes results under $OUT.
+# CPU-vs-CUDA parity of eval / pr / classify, the toy defence on the GPU in f32 and bf16, then the
+# benchmarks beside PyTorch's (image encoder, RVPT step, the ImageNet-shape defence; f32 and bf16).
+# Run from the project root as `bash benches/gpu_checks.sh`. Expects
+# target/gpu/{rvpt,bench_rvpt,bench_vision,bench_defend}.xz; writes results under $OUT (default
+# ./gpu-out). Figures: the `rvpt`, `torch` and `ratio` lines of the bench-*.txt files.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export OUT
 B=target/gpu
 for f in $B/*.xz; do xz -dkf "$f"; done
-chmod +x $B/rvpt $B/bench_rvpt
+chmod +x $B/rvpt $B/bench_rvpt $B/bench_vision $B/bench_defend
 LIB=$(dirname "$(find /opt /usr/local -name 'libcublas.so.13' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
 export HF_HUB_OFFLINE=1
@@ -40,8 +46,15 @@ for k in ["eval", "pr", "classify"]:
 e = json.load(open(f"{o}/eval-cuda.json"))["report"]
 print("cuda eval:", e["clean_accuracy"]["hits"], e["attack_success_rate"]["hits"])
 PY
-# RVPT on the GPU: the toy defence (cache mode) end to end.
-/usr/bin/time -f "defend cuda %e s" $B/rvpt defend --device cuda --cases badnet-hard --augment none --out /tmp/defend-cuda > $OUT/defend-cuda.txt 2>&1; tail -8 $OUT/defend-cuda.txt
-# Benchmark: one RVPT step on ViT-B/32 shapes, batch 32, f32.
-$B/bench_rvpt --device cuda --iters 20 2>&1 | tee $OUT/bench-rvpt-cuda.txt
-python3 benches/rvpt_torch.py --device cuda --iters 20 2>&1 | tail -1 | tee $OUT/bench-torch-cuda.txt
+# RVPT on the GPU: the toy defence (cache mode) end to end, in f32 then mixed-precision bf16.
+# The first CUDA process also shows start-up cost: compare its time with the second's.
+for dt in f32 bf16; do
+  /usr/bin/time -f "defend cuda $dt %e s" $B/rvpt defend --device cuda --dtype $dt --cases badnet --augment none --out /tmp/defend-cuda-$dt > $OUT/defend-cuda-$dt.txt 2>&1; tail -9 $OUT/defend-cuda-$dt.txt
+done
+# Benchmarks beside PyTorch on the same device and dtype (PyTorch: autocast for bf16).
+PY=${PYTHON:-python3}
+for dt in f32 bf16; do
+  $B/bench_vision --device cuda --dtype $dt --batch 256 --iters 20 --python $PY 2>&1 | tee $OUT/bench-vision-$dt.txt
+  $B/bench_rvpt --device cuda --dtype $dt --iters 20 --python $PY 2>&1 | tee $OUT/bench-rvpt-$dt.txt
+  $B/bench_defend --device cuda --dtype $dt --classes 1000 --shots 16 --timed-epochs 2 --images /tmp/imagenet-shape --python $PY 2>&1 | grep -v "^training: epoch" | tee $OUT/bench-defend-$dt.txt
+done

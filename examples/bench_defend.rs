@@ -31,28 +31,38 @@ fn synthetic_images(
     classes: usize,
     shots: usize,
 ) -> rvpt::Result<Vec<(PathBuf, usize)>> {
-    let mut samples = Vec::with_capacity(classes * shots);
-    for c in 0..classes {
-        let folder = dir.join(format!("class{c:04}"));
-        std::fs::create_dir_all(&folder).map_err(|e| rvpt::Error::io(&folder, e))?;
-        for s in 0..shots {
-            let path = folder.join(format!("{s:02}.png"));
-            if !path.exists() {
-                let seed = (c * 131 + s * 7) as u32;
-                let img = image::RgbImage::from_fn(224, 224, |x, y| {
-                    let v = (x * (1 + seed % 5) + y * (1 + seed % 3) + seed) % 256;
-                    image::Rgb([
-                        (c * 37 % 256) as u8,
-                        v as u8,
-                        ((c * 11 + s * 19) % 256) as u8,
-                    ])
-                });
-                img.save(&path)
-                    .map_err(|e| rvpt::Error::Invalid(format!("{}: {e}", path.display())))?;
+    use rayon::prelude::*;
+    let samples: Vec<(PathBuf, usize)> = (0..classes * shots)
+        .map(|i| {
+            let (c, s) = (i / shots, i % shots);
+            (
+                dir.join(format!("class{c:04}")).join(format!("{s:02}.png")),
+                c,
+            )
+        })
+        .collect();
+    samples
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, (path, c))| {
+            let (c, s) = (*c, i % shots);
+            if path.exists() {
+                return Ok(());
             }
-            samples.push((path, c));
-        }
-    }
+            let folder = path.parent().expect("a class folder");
+            std::fs::create_dir_all(folder).map_err(|e| rvpt::Error::io(folder, e))?;
+            let seed = (c * 131 + s * 7) as u32;
+            let img = image::RgbImage::from_fn(224, 224, |x, y| {
+                let v = (x * (1 + seed % 5) + y * (1 + seed % 3) + seed) % 256;
+                image::Rgb([
+                    (c * 37 % 256) as u8,
+                    v as u8,
+                    ((c * 11 + s * 19) % 256) as u8,
+                ])
+            });
+            img.save(path)
+                .map_err(|e| rvpt::Error::Invalid(format!("{}: {e}", path.display())))
+        })?;
     Ok(samples)
 }
 
@@ -132,7 +142,6 @@ fn main() -> rvpt::Result<()> {
         n as f64 / steady,
     );
     if !python.is_empty() {
-        let script = format!("{}/benches/defend_torch.py", env!("CARGO_MANIFEST_DIR"));
         let threads = candle_core::utils::get_num_threads().to_string();
         let (c, s, te, e) = (
             classes.to_string(),
@@ -141,9 +150,10 @@ fn main() -> rvpt::Result<()> {
             epochs.to_string(),
         );
         let dir_s = dir.display().to_string();
-        let out = std::process::Command::new(&python)
-            .args([
-                script.as_str(),
+        let v = common::run_python(
+            &python,
+            "defend_torch.py",
+            &[
                 "--images",
                 &dir_s,
                 "--classes",
@@ -160,17 +170,8 @@ fn main() -> rvpt::Result<()> {
                 &dtype_name,
                 "--threads",
                 &threads,
-            ])
-            .output()
-            .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap_or(""))
-            .map_err(|_| {
-            rvpt::Error::Invalid(format!(
-                "defend_torch.py failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        })?;
+            ],
+        )?;
         let theirs = v["projected_s"].as_f64().unwrap_or(f64::NAN);
         println!(
             "{}: setup {:.1} s; epochs {}; {epochs} epochs projected {theirs:.0} s ({:.1} min)",

@@ -19,20 +19,28 @@ pub fn torch_benchmark(
     iters: usize,
     extra: &[&str],
 ) -> rvpt::Result<serde_json::Value> {
-    let path = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
     let threads = candle_core::utils::get_num_threads().to_string();
     let (batch, iters) = (batch.to_string(), iters.to_string());
+    let mut args = vec!["--batch", &batch, "--iters", &iters, "--threads", &threads];
+    args.extend_from_slice(extra);
+    run_python(python, script, &args)
+}
+
+/// Runs `benches/<script>` with `args` and returns the JSON object of its last stdout line. The
+/// script is looked up under the working directory first (a binary carried to another machine
+/// and run from the project root), then under the source tree this example was built from.
+pub fn run_python(python: &str, script: &str, args: &[&str]) -> rvpt::Result<serde_json::Value> {
+    let here = std::path::Path::new("benches").join(script);
+    let path = if here.exists() {
+        here
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches")
+            .join(script)
+    };
     let out = std::process::Command::new(python)
-        .args([
-            path.as_str(),
-            "--batch",
-            &batch,
-            "--iters",
-            &iters,
-            "--threads",
-            &threads,
-        ])
-        .args(extra)
+        .arg(&path)
+        .args(args)
         .output()
         .map_err(|e| rvpt::Error::Invalid(format!("cannot run {python}: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);
