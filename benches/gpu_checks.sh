@@ -24,12 +24,13 @@ ls /tmp/toy-test | head -3
 for dev in cpu cuda; do
   /usr/bin/time -f "$dev eval %e s" $B/rvpt eval --weights toy-badnet --data /tmp/toy-test --trigger badnet:fixed,size=4 --target heart --device $dev --json > $OUT/eval-$dev.json
   $B/rvpt pr --weights toy-blended --images /tmp/toy-test --perturb noise:0.03,blur:3,flip,blended:fixed --layerwise --device $dev --json > $OUT/pr-$dev.json
+  $B/rvpt eval --weights toy-badnet --data /tmp/toy-test --trigger badnet:fixed,size=4 --target heart --device $dev --dtype bf16 --json > $OUT/eval16-$dev.json
   $B/rvpt classify --weights toy-badnet --labels "circle,heart,square,star,triangle" --top-k 5 --device $dev --json $(ls -d /tmp/toy-test/*/ | head -5 | while read d; do ls $d*.png | head -2; done) > $OUT/classify-$dev.json
 done
 python3 - <<'PY'
 import json, os
 o = os.environ["OUT"]
-for k in ["eval", "pr", "classify"]:
+for k in ["eval", "eval16", "pr", "classify"]:
     a = json.load(open(f"{o}/{k}-cpu.json")); b = json.load(open(f"{o}/{k}-cuda.json"))
     worst = [0.0]
     def walk(x, y):
