@@ -129,28 +129,28 @@ impl AdamW {
         &self.groups
     }
 
-    /// `(steps taken, first moment, second moment)` of `var`, all f32; `None` before its first
-    /// step with a gradient or for a parameter this optimizer does not hold.
-    pub fn state(&self, var: &Var) -> Option<(u64, &Tensor, &Tensor)> {
+    /// The state of `var`: `None` before its first step with a gradient or for a parameter this
+    /// optimizer does not hold.
+    fn state_of(&self, var: &Var) -> Option<&State> {
         self.groups
             .iter()
             .zip(&self.states)
             .flat_map(|(g, s)| g.vars.iter().zip(s))
             .find(|(v, _)| v.id() == var.id())
             .and_then(|(_, s)| s.as_ref())
+    }
+
+    /// `(steps taken, first moment, second moment)` of `var`, all f32; `None` before its first
+    /// step with a gradient or for a parameter this optimizer does not hold.
+    pub fn state(&self, var: &Var) -> Option<(u64, &Tensor, &Tensor)> {
+        self.state_of(var)
             .map(|s| (s.step, &s.exp_avg, &s.exp_avg_sq))
     }
 
     /// The f32 master copy of a half-precision `var`; `None` for an f32 parameter (it is its own
     /// master), before its first update, or for a parameter this optimizer does not hold.
     pub fn master(&self, var: &Var) -> Option<&Tensor> {
-        self.groups
-            .iter()
-            .zip(&self.states)
-            .flat_map(|(g, s)| g.vars.iter().zip(s))
-            .find(|(v, _)| v.id() == var.id())
-            .and_then(|(_, s)| s.as_ref())
-            .and_then(|s| s.master.as_ref())
+        self.state_of(var).and_then(|s| s.master.as_ref())
     }
 }
 
