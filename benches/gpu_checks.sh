@@ -20,6 +20,12 @@ nvidia-smi -L
 echo "cuda libs: $LIB"
 $B/rvpt toy --out /tmp/toy-test --split test --per-class 100 > /dev/null || $B/rvpt toy --out /tmp/toy-test --per-class 100 > /dev/null
 ls /tmp/toy-test | head -3
+# Start-up: the first CUDA process on a fresh machine was slow (19.9 s against 3.5 s on the CPU).
+# candle ships PTX that the driver compiles at first load and caches (~/.nv/ComputeCache): if the
+# run with the cache disabled is as slow as the first, that JIT is the cost.
+E="$B/rvpt eval --weights toy-badnet --data /tmp/toy-test --trigger badnet:fixed,size=4 --target heart --device cuda --json"
+for i in 1 2; do /usr/bin/time -f "cuda eval, process $i: %e s" $E > /dev/null; done
+CUDA_CACHE_DISABLE=1 /usr/bin/time -f "cuda eval, JIT cache disabled: %e s" $E > /dev/null
 # Parity: the same evaluation on CPU and CUDA (counts must agree; PR values to ~1e-5).
 for dev in cpu cuda; do
   /usr/bin/time -f "$dev eval %e s" $B/rvpt eval --weights toy-badnet --data /tmp/toy-test --trigger badnet:fixed,size=4 --target heart --device $dev --json > $OUT/eval-$dev.json
