@@ -209,10 +209,33 @@ fn gather(cache: &Frozen, idx: &[usize], device: &Device) -> Result<Frozen> {
     })
 }
 
+/// Where a prefix cache of `bytes` for `images` images lives: on the training `device` when it
+/// takes at most half of its free memory ([`crate::device::cache_fits`]), else in host memory,
+/// each batch then copied over. Says which in the log.
+fn cache_home(device: &Device, bytes: u64, images: usize, show_progress: bool) -> Device {
+    let free = crate::device::free_memory(device);
+    let fits = crate::device::cache_fits(bytes, free);
+    let name = crate::device::device_name(device);
+    let (mb, free_mb) = (bytes as f64 / 1e6, free.unwrap_or(0) as f64 / 1e6);
+    if !fits && show_progress {
+        // A warning, shown even where progress bars are (a terminal).
+        if device.is_cpu() {
+            eprintln!("prefix cache: {mb:.0} MB is more than half of the {free_mb:.0} MB of host memory available");
+        } else {
+            eprintln!("prefix cache: {mb:.0} MB does not fit in half of the {free_mb:.0} MB free on {name}; kept in host memory, each batch copied to {name}");
+        }
+    }
+    if !fits && !device.is_cpu() {
+        return Device::Cpu;
+    }
+    crate::eval::progress_line(show_progress, || {
+        format!("prefix cache: {images} images, {mb:.0} MB on {name}")
+    });
+    device.clone()
+}
+
 /// The frozen part of every training image, computed once (`--augment none`) in the model's
-/// dtype. It stays on the training device when it takes at most half of that device's free
-/// memory ([`crate::device::cache_fits`]); otherwise it is kept in host memory, each batch is
-/// copied over, and the log says so. Returns the cache and whether it is on the device.
+/// dtype, where [`cache_home`] puts it.
 fn build_cache(
     enc: &PromptedEncoder,
     samples: &[(PathBuf, usize)],
@@ -242,36 +265,7 @@ fn build_cache(
                 let per_image =
                     (bytes_of(&f.prefix) + bytes_of(&f.target)) / batch.labels.len() as u64;
                 let bytes = per_image * samples.len() as u64;
-                let free = crate::device::free_memory(device);
-                let fits = crate::device::cache_fits(bytes, free);
-                let name = crate::device::device_name(device);
-                let mb = |b: u64| b as f64 / 1e6;
-                if !fits && !device.is_cpu() {
-                    if show_progress {
-                        eprintln!(
-                            "prefix cache: {:.0} MB does not fit in half of the {:.0} MB free on {name}; kept in host memory, each batch copied to {name}",
-                            mb(bytes),
-                            mb(free.unwrap_or(0))
-                        );
-                    }
-                    home.insert(Device::Cpu)
-                } else {
-                    if !fits && show_progress {
-                        eprintln!(
-                            "prefix cache: {:.0} MB is more than half of the {:.0} MB of host memory available",
-                            mb(bytes),
-                            mb(free.unwrap_or(0))
-                        );
-                    }
-                    crate::eval::progress_line(show_progress, || {
-                        format!(
-                            "prefix cache: {} images, {:.0} MB on {name}",
-                            samples.len(),
-                            mb(bytes)
-                        )
-                    });
-                    home.insert(device.clone())
-                }
+                home.insert(cache_home(device, bytes, samples.len(), show_progress))
             }
         };
         prefixes.push(f.prefix.to_device(home)?);
