@@ -44,9 +44,13 @@ impl<'a> PromptedEncoder<'a> {
     }
 
     /// The blocks from the first prompted one to the top on a prefix; returns the tokens after
-    /// each ([CLS] + patches + prompt outputs), except that the last block of the tower, whose
-    /// only output anyone reads is [CLS] (pooling, layer-wise FR), computes and returns [CLS]
-    /// alone: (B, 1, W).
+    /// each, computed only where someone reads them. [CLS] + patches always; the prompt outputs
+    /// only of the last prompted block when unprompted blocks follow (they carry them along):
+    /// a prompted block's prompt outputs are otherwise replaced by the next block's prompts, so
+    /// they are keys and values but never queries, and their projections and MLP are skipped
+    /// (`forward_head`; at 50 + 50 tokens that is about 40% of a block's multiply-adds). The last
+    /// block of the tower, whose only output anyone reads is [CLS] (pooling, layer-wise FR),
+    /// computes and returns [CLS] alone: (B, 1, W).
     pub fn prompted_blocks(&self, prefix: &Tensor) -> Result<Vec<Tensor>> {
         let (b, n, _) = prefix.dims3()?;
         let mut x = prefix.clone();
@@ -63,6 +67,8 @@ impl<'a> PromptedEncoder<'a> {
             };
             x = if first + j + 1 == top {
                 block.forward_head(&seq, None, 1)?
+            } else if j + 1 < self.prompts.depth() {
+                block.forward_head(&seq, None, n)?
             } else {
                 block.forward(&seq, None)?
             };
