@@ -109,11 +109,9 @@ fn main() -> rvpt::Result<()> {
         ..RvptConfig::default()
     };
     let blocks = cfg.blocks.resolve(12)?;
-    let state = FitState {
-        prompts: DeepPrompts::init(blocks, cfg.length, 768, cfg.seed, &device)?,
-        momentum: vec![None; 6],
-        logs: vec![],
-    };
+    let state = FitState::new(DeepPrompts::init(
+        blocks, cfg.length, 768, cfg.seed, &device,
+    )?);
     let t = Instant::now();
     let state = fit(
         &model,

@@ -10,35 +10,12 @@
 mod common;
 use common::arg;
 
-use candle_core::{DType, Device, Tensor};
-use rvpt::model::{expected_tensors, ClipConfig, VisionConfig};
-use std::collections::HashMap;
+use candle_core::{DType, Tensor};
 use std::time::Instant;
 
 // Large short-lived activations: mimalloc reuses them instead of faulting fresh pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Random weights for every tensor of the vision tower (N(0, 0.02), as transformers' init).
-fn random_vision(
-    cfg: &VisionConfig,
-    dtype: DType,
-    device: &Device,
-) -> rvpt::Result<rvpt::model::vision::VisionTransformer> {
-    let full = ClipConfig {
-        vision_config: cfg.clone(),
-        ..ClipConfig::vit_base_patch32()
-    };
-    let mut tensors = HashMap::new();
-    for (name, shape) in expected_tensors(&full)? {
-        if let Some(rest) = name.strip_prefix("vision_model.") {
-            let t = Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?;
-            tensors.insert(rest.to_string(), t);
-        }
-    }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, dtype, device);
-    Ok(rvpt::model::vision::VisionTransformer::new(vb, cfg)?)
-}
 
 fn main() -> rvpt::Result<()> {
     rvpt::alloc::keep_freed_memory();
@@ -52,8 +29,7 @@ fn main() -> rvpt::Result<()> {
     let dtype = rvpt::device::parse_dtype(&dtype_name)?;
     let threads = candle_core::utils::get_num_threads();
 
-    let cfg = VisionConfig::default();
-    let model = random_vision(&cfg, dtype, &device)?;
+    let model = common::random_clip(dtype, &device)?.vision;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &device)?.to_dtype(dtype)?;
     // Reading one number back waits for the device's queued work.
     let run = || -> rvpt::Result<f32> {

@@ -188,18 +188,8 @@ fn small_config() -> RvptConfig {
 }
 
 fn fresh(cfg: &RvptConfig) -> FitState {
-    FitState {
-        prompts: DeepPrompts::init(
-            cfg.blocks.resolve(12).unwrap(),
-            cfg.length,
-            64,
-            1,
-            &Device::Cpu,
-        )
-        .unwrap(),
-        momentum: vec![None; cfg.blocks.resolve(12).unwrap().len()],
-        logs: vec![],
-    }
+    let blocks = cfg.blocks.resolve(12).unwrap();
+    FitState::new(DeepPrompts::init(blocks, cfg.length, 64, 1, &Device::Cpu).unwrap())
 }
 
 fn text3() -> Tensor {

@@ -35,11 +35,7 @@ pub fn train(
             cfg.seed,
             &ctx.device,
         )?;
-        FitState {
-            momentum: vec![None; prompts.depth()],
-            prompts,
-            logs: vec![],
-        }
+        FitState::new(prompts)
     };
     let first_block = blocks.start;
     let mut save = |st: &FitState| {

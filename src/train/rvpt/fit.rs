@@ -104,6 +104,17 @@ pub struct FitState {
     pub logs: Vec<EpochLog>,
 }
 
+impl FitState {
+    /// Training from the start: no momentum yet (one empty slot per prompt tensor), no epochs.
+    pub fn new(prompts: DeepPrompts) -> Self {
+        Self {
+            momentum: vec![None; prompts.depth()],
+            prompts,
+            logs: vec![],
+        }
+    }
+}
+
 /// Per-image work that does not depend on the prompts: the shared prefix and the frozen branch's
 /// target (pooled feature, or [CLS] per repelled block when FR is on blocks).
 pub struct Frozen {
@@ -353,14 +364,10 @@ pub fn fit(
         let lr = schedule.apply(&mut opt, epoch);
         let order = shuffled(&all, cfg.seed, epoch as u64);
         // Σ batch size × (loss, CE, FR), on the device until the epoch ends.
-        let mut sums: Option<Tensor> = None;
+        let mut sums = Tensor::zeros(3, candle_core::DType::F32, &device)?;
         let mut n = 0usize;
         let mut account = |parts: Tensor, b: usize| -> Result<()> {
-            let weighted = parts.affine(b as f64, 0.0)?;
-            sums = Some(match sums.take() {
-                None => weighted,
-                Some(s) => (s + weighted)?,
-            });
+            sums = (&sums + parts.affine(b as f64, 0.0)?)?;
             n += b;
             Ok(())
         };
@@ -396,13 +403,8 @@ pub fn fit(
             }
         }
         let n = n.max(1) as f64;
-        let [sum, sum_ce, sum_fr] = match sums {
-            Some(s) => {
-                let v = s.to_vec1::<f32>()?;
-                [v[0] as f64, v[1] as f64, v[2] as f64]
-            }
-            None => [0.0; 3],
-        };
+        let sums = sums.to_vec1::<f32>()?;
+        let [sum, sum_ce, sum_fr] = [0, 1, 2].map(|i| sums[i] as f64);
         state.logs.push(EpochLog {
             epoch,
             loss: sum / n,

@@ -199,9 +199,11 @@ pub struct LossParts {
 impl LossParts {
     /// (total, CE, FR) as a detached f32 tensor of shape (3,), on the device.
     pub fn stacked(&self) -> Result<Tensor> {
-        let parts = [&self.total, &self.ce, &self.fr].map(|t| t.detach().to_dtype(DType::F32));
-        let [a, b, c] = parts;
-        Ok(Tensor::stack(&[a?, b?, c?], 0)?)
+        let parts = [&self.total, &self.ce, &self.fr]
+            .into_iter()
+            .map(|t| t.detach().to_dtype(DType::F32))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&parts, 0)?)
     }
 
     /// (total, CE, FR) read back in one transfer.
