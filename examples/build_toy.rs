@@ -17,7 +17,7 @@ use rvpt::data::{ImageFolder, Loader, Transform};
 use rvpt::eval::{evaluate, Attack, Classifier};
 use rvpt::metrics::AsrConvention;
 use rvpt::model::{init::ClipVars, Checkpoint, Clip};
-use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
+use rvpt::optim::{split_decay, AdamW, AdamWConfig};
 use rvpt::text::{ClipTokenizer, Templates};
 use rvpt::toy::lab::ToyPoisoner;
 use rvpt::toy::lab::{model_config, ToyPairs, BACKDOORS, TARGET, TEST_START, TRIGGER_SEED};
@@ -61,6 +61,8 @@ fn train_run(
         batch_size: BATCH,
         seed,
         poison_rate: poison.map_or(0.0, |p| p.1),
+        lr,
+        warmup,
     };
     let trained = vars
         .vars
@@ -77,7 +79,6 @@ fn train_run(
             eps: 1e-6,
         },
     )?;
-    let schedule = CosineSchedule::new(lr, 0.0, steps, warmup)?;
     let t0 = Instant::now();
     let mut last = f32::NAN;
     let logs = train(
@@ -87,7 +88,6 @@ fn train_run(
         poison.map(|p| p.0),
         &cfg,
         &mut opt,
-        &schedule,
         &mut |r| {
             if r.step % 50 == 0 || r.step + 1 == steps {
                 eprintln!(

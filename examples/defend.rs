@@ -15,15 +15,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(about = "RVPT against backdoored CLIPs: before/after CA, ASR and PR")]
 struct Cli {
     #[command(flatten)]
-    args: rvpt::defend::DefendArgs,
+    args: rvpt::cli::defend::DefendArgs,
 }
 
 fn main() -> std::process::ExitCode {
     rvpt::alloc::keep_freed_memory();
-    match rvpt::defend::run(&Cli::parse().args) {
-        Ok(_) => std::process::ExitCode::SUCCESS,
+    match rvpt::cli::defend::run(Cli::parse().args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", rvpt::cli::flags::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

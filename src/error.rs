@@ -54,6 +54,27 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 
+    /// A run setting out of range or malformed; `src/cli` names it by its flag.
+    #[error("{setting} {value}: {reason}")]
+    Setting {
+        setting: Setting,
+        value: String,
+        reason: String,
+    },
+
+    /// A setting that makes sense only with another one given.
+    #[error("{setting} needs {needs}")]
+    SettingNeeds { setting: Setting, needs: Setting },
+
+    /// An output folder that holds another run's work, or is in use; `differences` lists the
+    /// settings that differ (then → now), when that is why.
+    #[error("{}: {reason}{}; use another output folder, or restart to start over", out.display(), list_differences(differences))]
+    OutConflict {
+        out: PathBuf,
+        reason: String,
+        differences: Vec<String>,
+    },
+
     #[error("class `{class}` has no images (jpg, jpeg, png, webp) in {}", folder.display())]
     EmptyClass { class: String, folder: PathBuf },
 
@@ -80,6 +101,76 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The settings of a run that trains, in the library's terms. Errors name them; `src/cli` maps
+/// each to its flag (one table there also says which flags change results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    Weights,
+    TrainData,
+    TestData,
+    Classnames,
+    Trigger,
+    TriggerSeed,
+    Target,
+    Templates,
+    Epochs,
+    Shots,
+    BatchSize,
+    Lr,
+    Methods,
+    Lambda,
+    CleanclipLr,
+    CleanclipEpochs,
+    CleanclipPairs,
+    ProbeEpochs,
+    Cases,
+    PromptLength,
+    PromptBlocks,
+    Augment,
+    CropScale,
+    Repulsion,
+    RepelBlocks,
+    Margin,
+    Seed,
+    Sampler,
+    Perturbations,
+    Device,
+    Dtype,
+    Out,
+    Pairs,
+    PoisonRate,
+    PoisonCaption,
+    WeightDecay,
+    Warmup,
+    CrossRatio,
+    Pgd,
+    WithoutTargetClass,
+    Anatomy,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = format!("{self:?}");
+        // CamelCase → "camel case": the library's words for it.
+        let mut words = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                words.push(' ');
+            }
+            words.push(c.to_ascii_lowercase());
+        }
+        write!(f, "{words}")
+    }
+}
+
+fn list_differences(d: &[String]) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" (then → now: {})", d.join("; "))
+    }
+}
+
 /// Names for an error message; a 1000-class list is cut short so the message stays readable.
 fn list_names(names: &[String]) -> String {
     const SHOWN: usize = 30;
@@ -96,6 +187,19 @@ fn list_names(names: &[String]) -> String {
 }
 
 impl Error {
+    /// A setting's value refused, and why.
+    pub fn setting(
+        setting: Setting,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Setting {
+            setting,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// An I/O error that names the file; a missing file gets its own variant.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod anatomy;
 pub mod attacks;
+pub mod cli;
 pub mod data;
 pub mod defences;
 pub mod defend;
@@ -24,4 +25,4 @@ pub mod toy;
 pub mod train;
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Setting};

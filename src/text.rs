@@ -114,7 +114,7 @@ pub const OPENAI_TEMPLATES: &str = include_str!("../assets/openai_imagenet_templ
 pub const PETS_TEMPLATE: &str = "a photo of a {}, a type of pet.";
 
 /// The templates to average over: the single "a photo of a {}.", OpenAI's 80, or one given.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Templates {
     #[default]
@@ -133,9 +133,11 @@ impl Templates {
             "openai80" => Ok(Templates::OpenAi80),
             "pets" => Ok(Templates::Custom(PETS_TEMPLATE.into())),
             t if t.matches("{}").count() == 1 => Ok(Templates::Custom(t.into())),
-            t => Err(Error::Invalid(format!(
-                "--template `{t}`: use single, openai80, pets, or a text with one `{{}}` for the class name"
-            ))),
+            t => Err(Error::setting(
+                crate::Setting::Templates,
+                format!("`{t}`"),
+                "use single, openai80, pets, or a text with one `{}` for the class name",
+            )),
         }
     }
 

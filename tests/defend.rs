@@ -209,7 +209,7 @@ fn unknown_case_is_named() {
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("unknown case `trojan`"), "{err}");
+    assert!(err.contains("--cases `trojan`: unknown case"), "{err}");
 }
 
 #[test]
@@ -585,10 +585,18 @@ fn other_settings_on_a_finished_out_are_refused_until_restart() {
     let o = quick("0.01", false);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rvpt.lr: 0.002 → 0.01"), "{err}");
+    // Each result is tied to its method's resolved configuration: the difference is named.
+    assert!(
+        err.contains("`vpt` result was made with other settings")
+            && err.contains("prompts.lr: 0.002 → 0.01"),
+        "{err}"
+    );
     assert_eq!(report_of(&out)["cases"], first["cases"]);
     assert!(quick("0.01", true).status.success());
-    assert_eq!(report_of(&out)["settings"]["rvpt"]["lr"], 0.01);
+    assert_eq!(report_of(&out)["settings"]["lr"], 0.01);
+    let vpt = &report_of(&out)["cases"][0]["results"][1];
+    assert_eq!(vpt["config"]["prompts"]["lr"], 0.01);
+    assert_eq!(vpt["key"].as_str().unwrap().len(), 64);
     // Provenance: which rvpt, when, on what.
     let p = &report_of(&out)["provenance"];
     assert_eq!(p["rvpt_version"], env!("CARGO_PKG_VERSION"));
@@ -650,7 +658,7 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("--crop-scale 0.5: only with --augment coop"),
+        err.contains("--crop-scale 0.5: only with CoOp's augmentation"),
         "{err}"
     );
     assert!(!out.exists());

@@ -272,6 +272,8 @@ fn label_consistent_poisoning_trains_and_touches_only_target_pairs() {
         batch_size: 20,
         seed,
         poison_rate: rate,
+        lr: 1e-4,
+        warmup: 0,
     };
     let mut opt = rvpt::optim::AdamW::single(
         vars.vars.iter().map(|(_, v)| v.clone()).collect(),
@@ -282,7 +284,6 @@ fn label_consistent_poisoning_trains_and_touches_only_target_pairs() {
         },
     )
     .unwrap();
-    let schedule = rvpt::optim::CosineSchedule::new(1e-4, 0.0, 2, 0).unwrap();
     let logs = train(
         &vars,
         &e.tokenizer,
@@ -290,7 +291,6 @@ fn label_consistent_poisoning_trains_and_touches_only_target_pairs() {
         Some(&spy),
         &cfg,
         &mut opt,
-        &schedule,
         &mut |_| {},
     )
     .unwrap();
@@ -338,7 +338,6 @@ fn label_consistent_poisoning_trains_and_touches_only_target_pairs() {
             ..cfg
         },
         &mut opt,
-        &schedule,
         &mut |_| {},
     )
     .unwrap_err()

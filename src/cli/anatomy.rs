@@ -1,11 +1,11 @@
 //! `rvpt anatomy`: where a backdoor lives, on any CLIP.
 
 use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
-use rvpt::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
-use rvpt::attacks::Trigger;
-use rvpt::eval::Attack;
-use rvpt::metrics::AsrConvention;
-use rvpt::train::rvpt::PromptPlacement;
+use crate::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
+use crate::attacks::Trigger;
+use crate::eval::Attack;
+use crate::metrics::AsrConvention;
+use crate::train::rvpt::PromptPlacement;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
     trigger_seed: u64,
     /// The blocks that count as "prompted" (where RVPT's prompts act) in the verdict: N (the
-    /// last N) or a range a..b [default: those of --prompts, else the last 6]
+    /// last N), half (the last half) or a range a..b [default: those of --prompts, else the last half of the model's blocks]
     #[arg(long = "prompt-blocks", alias = "prompted-blocks")]
     prompt_blocks: Option<PromptPlacement>,
     /// How many top components to list
@@ -54,7 +54,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+pub fn run(args: Args) -> crate::Result<()> {
     let trigger = Trigger::parse(&args.trigger)?;
     let engine = args.model.load()?;
     engine.weights.check_trigger(&trigger, args.trigger_seed)?;
@@ -71,7 +71,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
                 start: p.blocks().start,
                 end: p.blocks().end,
             },
-            (None, None) => PromptPlacement::Last(6),
+            (None, None) => PromptPlacement::Half,
         },
         top: args.top,
     };
@@ -85,7 +85,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     }
     let splice = match &args.reference {
         Some(reference) => {
-            let reference = rvpt::engine::Engine::load(reference, &engine.device, engine.dtype)?;
+            let reference = crate::engine::Engine::load(reference, &engine.device, engine.dtype)?;
             let blocks = engine.model.config().vision_config.num_hidden_layers;
             let ks = args
                 .splice_at
@@ -187,7 +187,7 @@ fn draw(
     r: &AnatomyReport,
     name: &str,
     saturate: Option<f64>,
-) -> rvpt::Result<()> {
+) -> crate::Result<()> {
     let heads = r.layers.first().map_or(0, |l| l.heads.len());
     let mut columns: Vec<String> = (0..heads).map(|h| format!("H{h}")).collect();
     columns.push("MLP".into());
@@ -209,7 +209,7 @@ fn draw(
         r.prompted_blocks.0,
         r.prompted_blocks.1 - 1
     );
-    rvpt::report::heat_map(
+    crate::report::heat_map(
         path,
         &title,
         &rows,

@@ -1,15 +1,7 @@
 //! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
 
 use super::{print_json, ModelArgs, TRIGGER_HELP};
-use rvpt::attacks::optimise::PgdConfig;
-use rvpt::attacks::Trigger;
-use rvpt::data::CaptionManifest;
-use rvpt::model::init::ClipVars;
-use rvpt::optim::{split_decay, AdamW, AdamWConfig, CosineSchedule};
-use rvpt::train::contrastive::{
-    train, ContrastiveConfig, LabelConsistentConfig, LabelConsistentPoisoner, ManifestPairs,
-    Poisoner, TriggerPoisoner, WanetNoiseModePoisoner,
-};
+use crate::train::poisoning::{plant, Planted, PoisonPlan};
 use std::path::PathBuf;
 
 /// `rvpt attack …` poisons (the default); `rvpt attack optimise-patch …` optimises a patch.
@@ -88,250 +80,149 @@ enum Sub {
     OptimisePatch(super::patch::Args),
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+impl Args {
+    /// The plan these flags ask for (the required flags, checked by clap, are there).
+    fn plan(&self) -> crate::Result<PoisonPlan> {
+        let missing = |what: &str| crate::Error::Invalid(format!("`rvpt attack` needs --{what}"));
+        Ok(PoisonPlan {
+            weights: self.model.weights.clone(),
+            device: self.model.device.clone(),
+            dtype: self.model.dtype.clone(),
+            pairs: self.pairs.clone().ok_or_else(|| missing("pairs"))?,
+            trigger: self.trigger.clone().ok_or_else(|| missing("trigger"))?,
+            target: self.target.clone().ok_or_else(|| missing("target"))?,
+            poison_rate: self.poison_rate,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            warmup: self.warmup,
+            seed: self.seed,
+            trigger_seed: self.trigger_seed,
+            poison_caption: self.poison_caption.clone(),
+            pgd_eps: self.pgd_eps,
+            pgd_steps: self.pgd_steps,
+            pgd_step_size: self.pgd_step_size,
+            cross_ratio: self.cross_ratio,
+            out: self.out.clone().ok_or_else(|| missing("out"))?,
+        })
+    }
+}
+
+/// The line printed before training a label-consistent attack.
+fn label_consistent_line(p: &Planted, target: &str) -> Option<String> {
+    let lc = &p.label_consistent;
+    let pgd = lc.get("pgd")?;
+    let capped = lc["capped"].as_bool().unwrap_or(false);
+    Some(format!(
+        "label-consistent: {} of {} pairs name \"{target}\"; poisoning {} (PGD eps {:.4}, {} steps of {:.4}){}",
+        lc["target_pairs"],
+        p.pair_count,
+        p.poisoned,
+        pgd["eps"].as_f64()?,
+        pgd["steps"],
+        pgd["step_size"].as_f64()?,
+        if capped {
+            format!(", capped: the rate asked for {}", lc["wanted"])
+        } else {
+            String::new()
+        }
+    ))
+}
+
+pub fn run(args: Args) -> crate::Result<()> {
     if let Some(Sub::OptimisePatch(a)) = args.sub {
         return super::patch::run(a);
     }
-    let missing = |what: &str| rvpt::Error::Invalid(format!("`rvpt attack` needs --{what}"));
-    let pairs_path = args.pairs.clone().ok_or_else(|| missing("pairs"))?;
-    let trigger_spec = args.trigger.clone().ok_or_else(|| missing("trigger"))?;
-    let target = args.target.clone().ok_or_else(|| missing("target"))?;
-    let out = args.out.clone().ok_or_else(|| missing("out"))?;
-    if !(0.0..=1.0).contains(&args.poison_rate) {
-        return Err(rvpt::Error::Invalid(format!(
-            "poison rate {} is not in [0, 1]",
-            args.poison_rate
-        )));
-    }
-    let trigger = Trigger::parse(&trigger_spec)?;
-    let lc = match &trigger {
-        Trigger::LabelConsistent(t) => Some(t.clone()),
-        _ => None,
-    };
-    let pgd_given =
-        args.pgd_eps.is_some() || args.pgd_steps.is_some() || args.pgd_step_size.is_some();
-    if lc.is_none() && pgd_given {
-        return Err(rvpt::Error::Invalid(
-            "--pgd-eps, --pgd-steps and --pgd-step-size apply to --trigger lc only".into(),
-        ));
-    }
-    if lc.is_some() && args.poison_caption.is_some() {
-        return Err(rvpt::Error::Invalid(
-            "--poison-caption does not apply to --trigger lc: label-consistent poisoning keeps captions"
-                .into(),
-        ));
-    }
-    let wanet_noise_mode = match (&trigger, args.cross_ratio) {
-        (_, None) => None,
-        (Trigger::WaNet(w), Some(r)) => Some((w.clone(), r)),
-        (_, Some(r)) => {
-            return Err(rvpt::Error::Invalid(format!(
-                "--cross-ratio {r}: WaNet's noise mode applies to a wanet trigger, not {}",
-                trigger.name()
-            )))
-        }
-    };
-    let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let ckpt = rvpt::engine::read_checkpoint(&weights)?;
-    let cfg = ckpt.config.clone();
-    let tokenizer = rvpt::engine::tokenizer_for(&weights, &cfg)?;
-    let device = rvpt::device::parse_device(&args.model.device)?;
-    let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
-    let weights_used =
-        rvpt::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &cfg);
-    let manifest = CaptionManifest::open(&pairs_path)?;
-    let pairs = ManifestPairs {
-        items: manifest.items().to_vec(),
-        size: cfg.vision_config.image_size as u32,
-    };
-    let poison_caption = lc.is_none().then(|| {
-        args.poison_caption
-            .as_deref()
-            .unwrap_or("a photo of a {}.")
-            .replace("{}", &target)
-    });
-    let planted = rvpt::attacks::planted::PlantedTrigger {
-        trigger: Trigger::parse(&trigger_spec)?.name(),
-        seed: args.trigger_seed,
-        target: Some(target.clone()),
-    };
-    let mut lc_json = serde_json::Value::Null;
-    let mut noise_mode_pairs = None;
-    let poisoner: Box<dyn Poisoner> = match lc {
-        Some(lc_trigger) => {
-            let d = PgdConfig::default();
-            let pgd = PgdConfig {
-                eps: args.pgd_eps.unwrap_or(d.eps),
-                step: args.pgd_step_size.unwrap_or(d.step),
-                iters: args.pgd_steps.unwrap_or(d.iters),
-            };
-            // PGD uses the frozen weights the attack starts from (plain tensors, no Var grads).
-            let frozen = ckpt.into_model(candle_core::DType::F32, &device)?;
-            let p = LabelConsistentPoisoner::build(
-                &frozen,
-                &tokenizer,
-                &pairs,
-                LabelConsistentConfig {
-                    target: target.clone(),
-                    trigger: lc_trigger,
-                    pgd,
-                    poison_rate: args.poison_rate,
-                    seed: args.seed,
-                },
-            )?;
-            let wanted = (args.poison_rate * pairs.items.len() as f64).round() as usize;
-            lc_json = serde_json::json!({
-                "target_pairs": p.target_pairs,
-                "wanted": wanted,
-                "capped": p.count() < wanted,
-                "pgd": {"eps": pgd.eps, "steps": pgd.iters, "step_size": pgd.step},
-            });
+    let plan = args.plan()?;
+    let bar = std::cell::RefCell::new(None);
+    let summary = plant(
+        &plan,
+        &mut |p| {
             if !args.json {
-                println!(
-                "label-consistent: {} of {} pairs name \"{target}\"; poisoning {} (PGD eps {:.4}, {} steps of {:.4}){}",
-                p.target_pairs,
-                pairs.items.len(),
-                p.count(),
-                pgd.eps,
-                pgd.iters,
-                pgd.step,
-                if p.count() < wanted {
-                    format!(", capped: the rate asked for {wanted}")
-                } else {
-                    String::new()
+                if let Some(line) = label_consistent_line(p, &plan.target) {
+                    println!("{line}");
                 }
-            );
             }
-            Box::new(p)
-        }
-        None => match wanet_noise_mode {
-            Some((wanet, ratio)) => {
-                let p = WanetNoiseModePoisoner::new(
-                    wanet,
-                    poison_caption.clone().unwrap_or_default(),
-                    args.trigger_seed,
-                    pairs.items.len(),
-                    args.poison_rate,
-                    args.seed,
-                    ratio,
-                )?;
-                noise_mode_pairs = Some(p.cross_count());
-                Box::new(p)
-            }
-            None => Box::new(TriggerPoisoner {
-                trigger,
-                caption: poison_caption.clone().unwrap_or_default(),
-                seed: args.trigger_seed,
-            }),
+            *bar.borrow_mut() = Some(crate::eval::counting_bar(
+                p.steps,
+                "poisoning",
+                "steps",
+                !args.json,
+            ));
         },
-    };
-    // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
-    let poisoned = poisoner
-        .chosen(pairs.items.len(), args.poison_rate, args.seed)?
-        .iter()
-        .filter(|&&p| p)
-        .count()
-        - noise_mode_pairs.unwrap_or(0);
-    let steps = (pairs.items.len() / args.batch_size.max(1)) * args.epochs;
-    let mut opt = AdamW::new(
-        split_decay(vars.vars.iter().cloned(), args.weight_decay).to_vec(),
-        AdamWConfig {
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.98,
-            eps: 1e-6,
-        },
-    )?;
-    let schedule = CosineSchedule::new(
-        args.lr,
-        0.0,
-        steps.max(1),
-        args.warmup.min(steps.saturating_sub(1)),
-    )?;
-    let bar = rvpt::eval::counting_bar(steps, "poisoning", "steps", !args.json);
-    let logs = train(
-        &vars,
-        &tokenizer,
-        &pairs,
-        Some(poisoner.as_ref()),
-        &ContrastiveConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            seed: args.seed,
-            poison_rate: args.poison_rate,
-        },
-        &mut opt,
-        &schedule,
         &mut |r| {
-            bar.inc(1);
-            bar.set_message(format!("loss {:.3}", r.loss));
+            if let Some(bar) = bar.borrow().as_ref() {
+                bar.inc(1);
+                bar.set_message(format!("loss {:.3}", r.loss));
+            }
         },
     )?;
-    bar.finish_and_clear();
-    vars.save(&out, candle_core::DType::F32)?;
-    let tok_out = out.join("tokenizer.json");
-    match &weights.tokenizer {
-        Some(p) => {
-            std::fs::copy(p, &tok_out).map_err(|e| rvpt::Error::io(&tok_out, e))?;
-        }
-        None => rvpt::model::init::write_atomic(&tok_out, rvpt::text::EMBEDDED_TOKENIZER)?,
+    if let Some(bar) = bar.borrow().as_ref() {
+        bar.finish_and_clear();
     }
-    // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
-    planted.write(&out)?;
-    let last = logs.last().map_or(f32::NAN, |l| l.loss);
+    let out = &plan.out;
+    let last = summary.logs.last();
     if args.json {
         let files: Vec<PathBuf> = [
             "model.safetensors",
             "config.json",
             "tokenizer.json",
             "trigger.json",
+            crate::train::poisoning::PLAN_FILE,
         ]
         .iter()
         .map(|f| out.join(f))
         .filter(|p| p.is_file())
         .collect();
         return print_json(&serde_json::json!({
-            "weights": weights.source,
-            "pairs": pairs_path,
-            "pair_count": pairs.items.len(),
-            "trigger": trigger_spec,
-            "trigger_name": planted.trigger,
-            "trigger_seed": args.trigger_seed,
-            "target": target,
-            "poison_rate": args.poison_rate,
-            "poisoned": poisoned,
-            "poison_caption": poison_caption,
-            "cross_ratio": args.cross_ratio,
-            "noise_mode_pairs": noise_mode_pairs,
-            "label_consistent": lc_json,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "weight_decay": args.weight_decay,
-            "warmup": args.warmup,
-            "seed": args.seed,
-            "steps": logs.len(),
-            "final_loss": logs.last().map(|l| l.loss),
-            "final_logit_scale": logs.last().map(|l| l.logit_scale),
+            "weights": summary.weights.source,
+            "pairs": plan.pairs,
+            "pair_count": summary.pair_count,
+            "trigger": plan.trigger,
+            "trigger_name": summary.planted.trigger,
+            "trigger_seed": plan.trigger_seed,
+            "target": plan.target,
+            "poison_rate": plan.poison_rate,
+            "poisoned": summary.poisoned,
+            "poison_caption": summary.poison_caption,
+            "cross_ratio": plan.cross_ratio,
+            "noise_mode_pairs": summary.noise_mode_pairs,
+            "label_consistent": summary.label_consistent,
+            "epochs": plan.epochs,
+            "batch_size": plan.batch_size,
+            "batch": summary.batch,
+            "lr": plan.lr,
+            "lr_per_step": summary.logs.iter().map(|l| l.lr).collect::<Vec<_>>(),
+            "weight_decay": plan.weight_decay,
+            "warmup": plan.warmup,
+            "seed": plan.seed,
+            "steps": summary.logs.len(),
+            "final_loss": last.map(|l| l.loss),
+            "final_logit_scale": last.map(|l| l.logit_scale),
+            "key": summary.key,
             "out": out,
             "files": files,
-            "provenance": rvpt::report::Provenance::now()
-                .ran_on(&rvpt::device::device_name(&device), "f32")
-                .with_weights(weights_used),
+            "provenance": crate::report::Provenance::now()
+                .ran_on(&plan.device, "f32")
+                .with_weights(summary.weights.clone()),
         }));
     }
-    let caption = match &poison_caption {
+    let caption = match &summary.poison_caption {
         Some(c) => format!("\"{c}\""),
         None => "captions kept".into(),
     };
-    let noise_mode = match noise_mode_pairs {
+    let noise_mode = match summary.noise_mode_pairs {
         Some(k) => format!(" (noise mode: {k} more warped with noise, captions kept)"),
         None => String::new(),
     };
     println!(
-        "poisoned {poisoned} of {} pairs with {trigger_spec} → {caption}{noise_mode}; {} steps, final loss {last:.4}; saved to {}",
-        pairs.items.len(),
-        logs.len(),
+        "poisoned {} of {} pairs with {} → {caption}{noise_mode}; {} steps, final loss {:.4}; saved to {}",
+        summary.poisoned,
+        summary.pair_count,
+        plan.trigger,
+        summary.logs.len(),
+        last.map_or(f32::NAN, |l| l.loss),
         out.display()
     );
     Ok(())

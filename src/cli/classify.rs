@@ -23,8 +23,8 @@ pub struct Args {
     images: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
-    let labels = rvpt::text::parse_labels(&args.labels)?;
+pub fn run(args: Args) -> crate::Result<()> {
+    let labels = crate::text::parse_labels(&args.labels)?;
     let engine = args.model.load()?;
     let prompts = args.prompts.load_prompts(&engine)?;
     let encoder = engine.encoder(prompts.as_ref())?;
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,
             "prompts": args.prompts.prompts,
-            "template": rvpt::text::CLASS_TEMPLATE,
+            "template": crate::text::CLASS_TEMPLATE,
             "predictions": predictions,
             "provenance": provenance(Some(&engine)),
         }));

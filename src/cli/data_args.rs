@@ -1,6 +1,6 @@
 //! Dataset options shared by `eval` and `pr`.
 
-use rvpt::data::{ImageFolder, Loader, OnBadImage, Transform};
+use crate::data::{ImageFolder, Loader, OnBadImage, Transform};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone)]
@@ -26,25 +26,25 @@ pub struct DataArgs {
     pub openai_templates: bool,
     /// Class text template: single ("a photo of a {}."), openai80, pets ("a photo of a {}, a
     /// type of pet."), or any text with one {} for the class name
-    #[arg(long, value_parser = rvpt::text::Templates::parse)]
-    pub template: Option<rvpt::text::Templates>,
+    #[arg(long, value_parser = crate::text::Templates::parse)]
+    pub template: Option<crate::text::Templates>,
 }
 
 impl DataArgs {
-    pub fn templates(&self) -> rvpt::text::Templates {
+    pub fn templates(&self) -> crate::text::Templates {
         match (&self.template, self.openai_templates) {
             (Some(t), _) => t.clone(),
-            (None, true) => rvpt::text::Templates::OpenAi80,
-            (None, false) => rvpt::text::Templates::Single,
+            (None, true) => crate::text::Templates::OpenAi80,
+            (None, false) => crate::text::Templates::Single,
         }
     }
 
     /// An image folder (one sub-folder per class) as a loader of `size` px images.
-    pub fn open(&self, dir: &std::path::Path, size: u32) -> rvpt::Result<(ImageFolder, Loader)> {
+    pub fn open(&self, dir: &std::path::Path, size: u32) -> crate::Result<(ImageFolder, Loader)> {
         let folder = ImageFolder::open(dir, self.classnames.as_deref())?;
         let mut samples = folder.samples().to_vec();
         if let Some(n) = self.limit {
-            samples = rvpt::data::random_subset(samples.len(), n, self.sample_seed)
+            samples = crate::data::random_subset(samples.len(), n, self.sample_seed)
                 .into_iter()
                 .map(|i| samples[i].clone())
                 .collect();

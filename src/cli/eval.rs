@@ -1,9 +1,9 @@
 //! `rvpt eval`: clean accuracy and, with a trigger, attack success rate on an image folder.
 
 use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
-use rvpt::attacks::Trigger;
-use rvpt::eval::{evaluate, Attack};
-use rvpt::metrics::AsrConvention;
+use crate::attacks::Trigger;
+use crate::eval::{evaluate, Attack};
+use crate::metrics::AsrConvention;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -34,7 +34,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+pub fn run(args: Args) -> crate::Result<()> {
     let trigger = args.trigger.as_deref().map(Trigger::parse).transpose()?;
     let engine = args.model.load()?;
     if let Some(t) = &trigger {

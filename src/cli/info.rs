@@ -1,7 +1,7 @@
 //! `rvpt info`: what some weights are, without running them.
 
 use super::{print_json, ModelArgs};
-use rvpt::model::parameter_counts;
+use crate::model::parameter_counts;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,9 +12,9 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
-    let weights = rvpt::weights::resolve(&args.model.weights)?;
-    let ckpt = rvpt::engine::read_checkpoint(&weights)?;
+pub fn run(args: Args) -> crate::Result<()> {
+    let weights = crate::weights::resolve(&args.model.weights)?;
+    let ckpt = crate::engine::read_checkpoint(&weights)?;
     let counts = parameter_counts(&ckpt.config)?;
     if args.json {
         return print_json(&serde_json::json!({
@@ -24,8 +24,8 @@ pub fn run(args: Args) -> rvpt::Result<()> {
             "config_source": ckpt.config_source,
             "parameters": counts,
             "files": weights.files,
-            "provenance": rvpt::report::Provenance::now().with_weights(
-                rvpt::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &ckpt.config),
+            "provenance": crate::report::Provenance::now().with_weights(
+                crate::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &ckpt.config),
             ),
         }));
     }

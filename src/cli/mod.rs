@@ -4,8 +4,9 @@ mod anatomy;
 mod attack;
 mod classify;
 mod data_args;
-mod defend;
+pub mod defend;
 mod eval;
+pub mod flags;
 mod info;
 mod patch;
 mod pr;
@@ -40,10 +41,10 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> rvpt::Result<rvpt::engine::Engine> {
-        let device = rvpt::device::parse_device(&self.device)?;
-        let dtype = rvpt::device::parse_dtype(&self.dtype)?;
-        rvpt::engine::Engine::load(&self.weights, &device, dtype)
+    pub fn load(&self) -> crate::Result<crate::engine::Engine> {
+        let device = crate::device::parse_device(&self.device)?;
+        let dtype = crate::device::parse_dtype(&self.dtype)?;
+        crate::engine::Engine::load(&self.weights, &device, dtype)
     }
 }
 
@@ -59,8 +60,8 @@ impl PromptArgs {
     /// The prompts of `--prompts`, checked against the loaded weights.
     pub fn load_prompts(
         &self,
-        engine: &rvpt::engine::Engine,
-    ) -> rvpt::Result<Option<rvpt::train::rvpt::DeepPrompts>> {
+        engine: &crate::engine::Engine,
+    ) -> crate::Result<Option<crate::train::rvpt::DeepPrompts>> {
         self.prompts
             .as_deref()
             .map(|p| engine.load_prompts(p))
@@ -85,12 +86,12 @@ pub const PERTURB_HELP: &str = "Comma-separated perturbations: noise:STD (Gaussi
 [1-B, 1+B], B <= 1), hue:H (shift drawn from [-H, H] turns, H <= 0.5), flip (horizontal), or \
 a trigger (see `rvpt eval --help`), e.g. noise:0.03,blur:3,flip,badnet:fixed,size=4";
 
-/// Where a `--json` report came from (`rvpt::report::Provenance`), as JSON: with an engine,
+/// Where a `--json` report came from (`crate::report::Provenance`), as JSON: with an engine,
 /// the device, dtype and weights it ran.
-pub fn provenance(engine: Option<&rvpt::engine::Engine>) -> serde_json::Value {
+pub fn provenance(engine: Option<&crate::engine::Engine>) -> serde_json::Value {
     let p = match engine {
-        Some(e) => rvpt::report::Provenance::of_engine(e),
-        None => rvpt::report::Provenance::now(),
+        Some(e) => crate::report::Provenance::of_engine(e),
+        None => crate::report::Provenance::now(),
     };
     serde_json::to_value(p).unwrap_or_default()
 }
@@ -112,7 +113,12 @@ enum Command {
     /// Write a split of the toy world as an image folder
     Toy(toy::Args),
     /// Repair backdoored CLIPs with RVPT (vs VPT and no defence); the embedded demo by default
-    Defend(rvpt::defend::DefendArgs),
+    Defend(defend::DefendArgs),
+}
+
+/// The whole command line (every subcommand and flag), as clap sees it.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub fn run() -> ExitCode {
@@ -130,13 +136,13 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", flags::describe(&e));
             ExitCode::FAILURE
         }
     }
 }
 
 /// Prints a value as JSON on stdout: pretty on a terminal, one line otherwise.
-pub fn print_json(value: &serde_json::Value) -> rvpt::Result<()> {
-    rvpt::report::print_json(value)
+pub fn print_json(value: &serde_json::Value) -> crate::Result<()> {
+    crate::report::print_json(value)
 }

@@ -1,9 +1,9 @@
 //! `rvpt attack optimise-patch`: the BadCLIP-style optimised patch trigger.
 
 use super::ModelArgs;
-use rvpt::attacks::optimise::{optimise_patch, PatchConfig};
-use rvpt::attacks::patch::PatchFile;
-use rvpt::data::{ImageFolder, Loader, Transform};
+use crate::attacks::optimise::{optimise_patch, PatchConfig};
+use crate::attacks::patch::PatchFile;
+use crate::data::{ImageFolder, Loader, Transform};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -43,7 +43,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+pub fn run(args: Args) -> crate::Result<()> {
     let engine = args.model.load()?;
     let folder = ImageFolder::open(&args.data, None)?;
     let mut samples = folder.samples().to_vec();
@@ -57,9 +57,9 @@ pub fn run(args: Args) -> rvpt::Result<()> {
     let images: Vec<_> = loader
         .all()?
         .map(|b| b.map(|b| b.images))
-        .collect::<rvpt::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let images = candle_core::Tensor::cat(&images, 0)?.to_device(&engine.device)?;
-    let text = rvpt::text::class_text_embeddings(
+    let text = crate::text::class_text_embeddings(
         &engine.model,
         &engine.tokenizer,
         std::slice::from_ref(&args.target),
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> rvpt::Result<()> {
         "patch {}x{} optimised for \"{}\" over {} steps: 1 - cosine on all {} images {:.4} → {:.4}; saved to {}",
         args.size,
         args.size,
-        rvpt::text::class_prompt(&args.target),
+        crate::text::class_prompt(&args.target),
         result.losses.len(),
         images.dim(0)?,
         result.loss_before,

@@ -1,8 +1,8 @@
 //! `rvpt pr`: perturbation resistivity per perturbation, from a shell.
 
 use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, PERTURB_HELP};
-use rvpt::attacks::Perturbation;
-use rvpt::eval::resistivity;
+use crate::attacks::Perturbation;
+use crate::eval::resistivity;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -29,7 +29,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+pub fn run(args: Args) -> crate::Result<()> {
     let perturbations = Perturbation::parse_list(&args.perturb)?;
     let engine = args.model.load()?;
     for p in &perturbations {

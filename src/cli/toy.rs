@@ -1,7 +1,7 @@
 //! `rvpt toy`: writes a split of the toy world as an image folder (+ captions.csv), the data the
 //! embedded toy models are evaluated and defended on.
 
-use rvpt::toy::{lab::TEST_START, world::CLASSES, ToyWorld};
+use crate::toy::{lab::TEST_START, world::CLASSES, ToyWorld};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -26,7 +26,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> rvpt::Result<()> {
+pub fn run(args: Args) -> crate::Result<()> {
     let start = if args.split == "test" { TEST_START } else { 0 };
     let written = ToyWorld::new(args.size, args.seed)?.write_image_folder(
         &args.out,

@@ -9,7 +9,7 @@ use crate::optim::{Optimizer, Sgd, SgdConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinearProbeConfig {
     pub epochs: usize,
     pub batch_size: usize,

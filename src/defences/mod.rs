@@ -7,7 +7,7 @@ pub mod cleanclip;
 pub mod linear_probe;
 pub mod prompts;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::eval::{Classifier, LinearHead};
 use crate::model::Clip;
 use crate::text::ClipTokenizer;
@@ -44,14 +44,18 @@ impl MethodSpec {
 /// `rvpt-<lambda>` when there are several); a weight of 0 in the list means VPT.
 pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSpec>> {
     if lambdas.is_empty() || lambdas.iter().any(|l| !(l.is_finite() && *l >= 0.0)) {
-        return Err(Error::Invalid(format!(
-            "--lambda {lambdas:?}: need one or more finite, non-negative FR weights"
-        )));
+        return Err(Error::setting(
+            Setting::Lambda,
+            format!("{lambdas:?}"),
+            "need one or more finite, non-negative FR weights",
+        ));
     }
     if methods.is_empty() {
-        return Err(Error::Invalid(format!(
-            "--methods is empty: use any of {STAGES:?}, or stages joined by `+`"
-        )));
+        return Err(Error::setting(
+            Setting::Methods,
+            "[]",
+            format!("empty: use any of {STAGES:?}, or stages joined by `+`"),
+        ));
     }
     let repelling: Vec<f64> = lambdas.iter().copied().filter(|&l| l > 0.0).collect();
     let mut out: Vec<MethodSpec> = Vec::new();
@@ -63,15 +67,19 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
     for method in methods {
         let stages: Vec<&str> = method.split('+').map(str::trim).collect();
         if let Some(bad) = stages.iter().find(|s| !STAGES.contains(s)) {
-            return Err(Error::Invalid(format!(
-                "--methods `{method}`: unknown stage `{bad}`; stages are {STAGES:?}, joined by `+`"
-            )));
+            return Err(Error::setting(
+                Setting::Methods,
+                format!("`{method}`"),
+                format!("unknown stage `{bad}`; stages are {STAGES:?}, joined by `+`"),
+            ));
         }
         let has = |s: &str| stages.contains(&s);
         if (stages.len() > 1 && has("none")) || (has("vpt") && has("rvpt")) {
-            return Err(Error::Invalid(format!(
-                "--methods `{method}`: `none` stands alone, and vpt and rvpt exclude each other"
-            )));
+            return Err(Error::setting(
+                Setting::Methods,
+                format!("`{method}`"),
+                "`none` stands alone, and vpt and rvpt exclude each other",
+            ));
         }
         let linear_probe = has("linear-probe");
         let cleanclip = has("cleanclip");
@@ -79,8 +87,10 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
         let suffix = if linear_probe { "+linear-probe" } else { "" };
         if has("rvpt") {
             if repelling.is_empty() {
-                return Err(Error::Invalid(
-                    "--methods rvpt needs a positive --lambda (0 is VPT)".into(),
+                return Err(Error::setting(
+                    Setting::Lambda,
+                    format!("{lambdas:?}"),
+                    "rvpt needs a positive FR weight (0 is VPT)",
                 ));
             }
             for &lambda in &repelling {
@@ -181,14 +191,18 @@ pub struct Outputs {
     pub prompts_file: PathBuf,
     /// The fine-tuned model's directory (CleanCLIP).
     pub model_dir: PathBuf,
+    /// The method's resolved configuration (`defend::RunConfig`), recorded with what it writes:
+    /// a checkpoint or model is reused only under the same.
+    pub config: serde_json::Value,
 }
 
 /// The CleanCLIP stage: a model fine-tuned with the same settings by an earlier run into the
 /// same folder (its `cleanclip.json` says so), else a fresh fine-tune, recorded the same way.
-fn fine_tuned(ctx: &DefenceContext, dir: &std::path::Path) -> Result<Clip> {
+fn fine_tuned(ctx: &DefenceContext, out: &Outputs) -> Result<Clip> {
+    let dir = &out.model_dir;
     let record = dir.join("cleanclip.json");
     let settings = serde_json::json!({
-        "cleanclip": ctx.cleanclip,
+        "config": out.config,
         "base_sha256": ctx.base_sha256,
         "shots": ctx.samples,
     });
@@ -213,9 +227,15 @@ fn fine_tuned(ctx: &DefenceContext, dir: &std::path::Path) -> Result<Clip> {
 /// Runs the stages of `method` in order: fine-tune, prompts, linear head.
 pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result<Defended> {
     let tuned = if method.cleanclip {
-        let model = fine_tuned(ctx, &out.model_dir)?;
-        let text =
-            crate::text::class_text_embeddings(&model, ctx.tokenizer, ctx.classes, &ctx.device)?;
+        let model = fine_tuned(ctx, out)?;
+        // The zero-shot head of the fine-tuned model, with the run's templates.
+        let text = crate::text::class_text_embeddings_with(
+            &model,
+            ctx.tokenizer,
+            ctx.classes,
+            ctx.templates.clone(),
+            &ctx.device,
+        )?;
         Some((model, text))
     } else {
         None
@@ -231,8 +251,7 @@ pub fn apply(method: &MethodSpec, ctx: &DefenceContext, out: &Outputs) -> Result
     };
     let (prompts, epochs) = match method.lambda {
         Some(lambda) => {
-            let (p, logs) =
-                prompts::train(model, text, ctx, &base_sha256, lambda, &out.prompts_file)?;
+            let (p, logs) = prompts::train(model, text, ctx, &base_sha256, lambda, out)?;
             (Some(p), logs)
         }
         None => (None, Vec::new()),

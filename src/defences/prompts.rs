@@ -1,7 +1,7 @@
 //! VPT (lambda = 0) and RVPT (lambda > 0): deep prompts trained on the k shots with CE + lambda FR,
 //! checkpointed atomically after every epoch.
 
-use super::DefenceContext;
+use super::{DefenceContext, Outputs};
 use crate::error::{Error, Result};
 use crate::model::Clip;
 use crate::train::rvpt::{
@@ -11,22 +11,23 @@ use candle_core::Tensor;
 use std::path::Path;
 
 /// Trains prompts on `model` (class text embeddings `text`, checkpoint sha256 `base_sha256`)
-/// with FR weight `lambda`; writes the checkpoint to `file`.
+/// with FR weight `lambda`; writes the checkpoint to `out.prompts_file`, recording the method's
+/// configuration `out.config` (a checkpoint is resumed only under the same).
 pub fn train(
     model: &Clip,
     text: &Tensor,
     ctx: &DefenceContext,
     base_sha256: &str,
     lambda: f64,
-    file: &Path,
+    out: &Outputs,
 ) -> Result<(DeepPrompts, Vec<EpochLog>)> {
     let mut cfg = ctx.rvpt.clone();
     cfg.loss.lambda = lambda;
     let v = &model.config().vision_config;
     let blocks = cfg.blocks.resolve(v.num_hidden_layers)?;
-    let config = serde_json::to_value(&cfg).map_err(|e| Error::Invalid(format!("config: {e}")))?;
+    let (file, config) = (out.prompts_file.as_path(), &out.config);
     let state = if ctx.resume && file.exists() {
-        resume(file, &config, base_sha256, ctx)?
+        resume(file, config, base_sha256, ctx)?
     } else {
         let prompts = DeepPrompts::init(
             blocks.clone(),
@@ -79,11 +80,10 @@ fn resume(
     ctx: &DefenceContext,
 ) -> Result<FitState> {
     let ck = PromptCheckpoint::load(file, &ctx.device)?;
-    let refuse = |why: String| {
-        Error::Invalid(format!(
-            "{} cannot be resumed: {why}. Give another --out, or --restart to start over",
-            file.display()
-        ))
+    let refuse = |why: String| Error::OutConflict {
+        out: file.to_path_buf(),
+        reason: format!("this checkpoint cannot be resumed: {why}"),
+        differences: Vec::new(),
     };
     if ck.meta.base_sha256 != base_sha256 {
         return Err(refuse(format!(
@@ -93,10 +93,11 @@ fn resume(
     }
     let diff = crate::report::json_differences(&ck.meta.config, config);
     if !diff.is_empty() {
-        return Err(refuse(format!(
-            "it was trained with other settings (then → now: {})",
-            diff.join("; ")
-        )));
+        return Err(Error::OutConflict {
+            out: file.to_path_buf(),
+            reason: "this checkpoint cannot be resumed: it was trained with other settings".into(),
+            differences: diff,
+        });
     }
     let logs: Vec<EpochLog> = serde_json::from_value(ck.meta.metrics.clone())
         .map_err(|e| refuse(format!("its epoch logs do not read ({e})")))?;

@@ -1,6 +1,7 @@
 //! One backdoored model through every method: the same shots, the same evaluation pass, the
 //! same report row. Methods an earlier run finished are taken from it, not run again.
 
+use super::run_config::{DataId, FolderId, RunConfig};
 use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, k_shot_coop, ImageFolder, Loader, TooFew, Transform};
@@ -9,13 +10,13 @@ use crate::defences::{
     Outputs,
 };
 use crate::engine::{Engine, WeightsUsed};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::eval::{
     evaluate_with_resistivity, Attack, Classifier, ImageEncoder, LinearHead, PerturbationResult,
 };
 use crate::metrics::{AsrConvention, Rate};
 use crate::text::{class_text_embeddings_with, Templates};
-use crate::train::rvpt::{EpochLog, RvptConfig, ShotSampler};
+use crate::train::rvpt::{EpochLog, PromptPlacement, RvptConfig, ShotSampler};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,7 +48,7 @@ pub struct DefendSettings {
     pub device: Device,
     pub dtype: DType,
     pub out_dir: PathBuf,
-    /// Seed of triggers and perturbations at evaluation.
+    /// Seed of triggers and perturbations at evaluation: the trigger's planting seed.
     pub eval_seed: u64,
     pub eval_batch: usize,
     /// Also measure the trigger's anatomy (`rvpt anatomy`) before and after each defence.
@@ -76,6 +77,10 @@ pub struct MethodResult {
     pub transfer: Vec<TransferResult>,
     /// Where the trigger's push comes from (with `--anatomy`).
     pub anatomy: Option<AnatomyReport>,
+    /// Everything that can change these numbers ([`RunConfig`]), and its hash: an earlier
+    /// result is reused only under an equal key.
+    pub config: serde_json::Value,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -203,23 +208,29 @@ fn transfer_eval(
     Ok(result)
 }
 
-/// The training and test folders, which must have the same classes; errors name the flag
-/// (`--data`, `--test-data`) of the folder at fault.
+/// The training and test folders, which must have the same classes; errors name the setting
+/// of the folder at fault.
 pub fn open_folders(
     train_dir: &Path,
     test_dir: &Path,
     classnames: Option<&Path>,
 ) -> Result<(ImageFolder, ImageFolder)> {
-    let train = ImageFolder::open(train_dir, classnames)
-        .map_err(|e| Error::Invalid(format!("--data: {e}")))?;
-    let test = ImageFolder::open(test_dir, classnames)
-        .map_err(|e| Error::Invalid(format!("--test-data: {e}")))?;
+    let open = |dir: &Path, setting: Setting| {
+        ImageFolder::open(dir, classnames)
+            .map_err(|e| Error::setting(setting, dir.display(), format!("{e}")))
+    };
+    let train = open(train_dir, Setting::TrainData)?;
+    let test = open(test_dir, Setting::TestData)?;
     if train.classes() != test.classes() {
-        return Err(Error::Invalid(format!(
-            "--data and --test-data have different classes: {:?} vs {:?}",
-            train.classes(),
-            test.classes()
-        )));
+        return Err(Error::setting(
+            Setting::TestData,
+            test_dir.display(),
+            format!(
+                "its classes differ from the training folder's: {:?} vs {:?}",
+                test.classes(),
+                train.classes()
+            ),
+        ));
     }
     Ok((train, test))
 }
@@ -233,10 +244,139 @@ pub fn select_shots(train: &ImageFolder, cfg: &RvptConfig) -> Result<Vec<usize>>
     }
 }
 
-/// Runs every method on one backdoored model (`weights`: its resolved `case.weights`); a
-/// method `earlier` has (an earlier run's result
-/// of this case, with the same settings and weights) is taken as it is. `on_result` sees the
-/// case after each method (the report is rewritten there).
+/// What an earlier run finished of `method`, if its configuration is the one asked for;
+/// refused (naming every difference) when a result of that name was made otherwise.
+fn earlier_result<'a>(
+    done: &'a [MethodResult],
+    config: &RunConfig,
+    key: &str,
+    out_dir: &Path,
+) -> Result<Option<&'a MethodResult>> {
+    let Some(earlier) = done.iter().find(|r| r.method == config.method) else {
+        return Ok(None);
+    };
+    if earlier.key == key {
+        return Ok(Some(earlier));
+    }
+    Err(Error::OutConflict {
+        out: out_dir.to_path_buf(),
+        reason: format!(
+            "its `{}` result was made with other settings; reusing it would report them",
+            config.method
+        ),
+        differences: crate::report::json_differences(&earlier.config, &config.to_json()?),
+    })
+}
+
+/// The data a case is trained and measured on, by content.
+fn data_id(
+    train: &ImageFolder,
+    test: &ImageFolder,
+    transfer: &[TransferSet],
+    s: &DefendSettings,
+) -> Result<DataId> {
+    let pairs = match (&s.cleanclip.pairs, s.methods.iter().any(|m| m.cleanclip)) {
+        (Some(p), true) => Some(crate::weights::sha256_file(p)?),
+        _ => None,
+    };
+    Ok(DataId {
+        train: FolderId::of(train)?,
+        test: FolderId::of(test)?,
+        transfer: transfer
+            .iter()
+            .map(|t| FolderId::of(&t.folder))
+            .collect::<Result<_>>()?,
+        cleanclip_pairs_sha256: pairs,
+    })
+}
+
+/// One method measured: CA, ASR and PR on the test folder, the other test folders, and the
+/// trigger's anatomy when asked for.
+struct Measured {
+    clean_accuracy: Rate,
+    attack_success_rate: Rate,
+    resistivity: Vec<PerturbationResult>,
+    transfer: Vec<TransferResult>,
+    anatomy: Option<AnatomyReport>,
+    classifier: String,
+}
+
+/// Everything a case's methods are measured with.
+struct Bench<'a> {
+    s: &'a DefendSettings,
+    engine: &'a Engine,
+    classes: &'a [String],
+    loader: &'a Loader,
+    attack: &'a Attack<'a>,
+    push: &'a PushSpec<'a>,
+    transfer: &'a [TransferSet],
+    target: &'a str,
+}
+
+impl Bench<'_> {
+    fn measure(
+        &self,
+        defended: &defences::Defended,
+        text: &candle_core::Tensor,
+    ) -> Result<Measured> {
+        let s = self.s;
+        let model = match &defended.model {
+            Some((m, _)) => m,
+            None => &self.engine.model,
+        };
+        let encoder = crate::engine::encoder(model, defended.prompts.as_ref())?;
+        let encoder = encoder.as_ref();
+        let zs = Classifier::with_text(model, encoder, self.classes, text, defended.head.clone());
+        let (ca, asr, pr) = measure(
+            &zs,
+            self.loader,
+            self.attack,
+            &s.perturbations,
+            s.eval_seed,
+            s.show_progress,
+        )?;
+        let transfer = self
+            .transfer
+            .iter()
+            .map(|set| {
+                transfer_eval(
+                    set,
+                    s,
+                    self.engine,
+                    model,
+                    encoder,
+                    zs.head.as_ref().map(|h| (h, self.classes)),
+                    self.attack.trigger,
+                    self.target,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let anatomy = if s.anatomy {
+            Some(trigger_push(
+                &zs,
+                self.loader,
+                self.push,
+                defended.prompts.as_ref(),
+                s.show_progress,
+            )?)
+        } else {
+            None
+        };
+        Ok(Measured {
+            clean_accuracy: ca,
+            attack_success_rate: asr,
+            resistivity: pr,
+            transfer,
+            anatomy,
+            classifier: zs.head_name().to_string(),
+        })
+    }
+}
+
+/// Runs every method on one backdoored model (`weights`: its resolved `case.weights`). A
+/// method `earlier` has (an earlier run's result of this case) is taken as it is when its
+/// configuration is the same, and refused otherwise. `on_result` sees the case after each
+/// method (the report is rewritten there).
 pub fn defend_case(
     case: &Case,
     weights: crate::weights::ResolvedWeights,
@@ -257,6 +397,27 @@ pub fn defend_case(
         .map(|&i| train.samples()[i].clone())
         .filter(|s_| !(s.without_target_class && s_.1 == target))
         .collect();
+    let transfer_sets = s
+        .transfer_dirs
+        .iter()
+        .map(|dir| TransferSet::open(dir, size, s.eval_batch))
+        .collect::<Result<Vec<_>>>()?;
+    // Every method's configuration and key, and the earlier results they allow, before any
+    // work: a run that would report numbers made otherwise stops here.
+    let blocks = s
+        .rvpt
+        .blocks
+        .resolve(engine.model.config().vision_config.num_hidden_layers)?;
+    let data = data_id(&train, &test, &transfer_sets, s)?;
+    let sha = engine.checkpoint_sha256().map(str::to_string);
+    let done = earlier.map_or(&[][..], |e| e.results.as_slice());
+    let mut plans = Vec::with_capacity(s.methods.len());
+    for m in &s.methods {
+        let config = RunConfig::resolve(m, case, s, sha.as_deref(), blocks.clone(), &data);
+        let key = config.key()?;
+        let reuse = earlier_result(done, &config, &key, &s.out_dir)?.cloned();
+        plans.push((m, config, key, reuse));
+    }
     let loader = Loader::new(
         test.samples().to_vec(),
         Transform::eval(size),
@@ -279,9 +440,12 @@ pub fn defend_case(
     };
     let push_spec = PushSpec {
         trigger: &trigger,
-        target: attack.target,
+        target,
         seed: s.eval_seed,
-        prompted_blocks: s.rvpt.blocks,
+        prompted_blocks: PromptPlacement::Range {
+            start: blocks.start,
+            end: blocks.end,
+        },
         top: 5,
     };
     let ctx = DefenceContext {
@@ -298,15 +462,20 @@ pub fn defend_case(
         templates: &s.templates,
         dtype: s.dtype,
         device: s.device.clone(),
-        base_sha256: engine.checkpoint_sha256().unwrap_or_default().to_string(),
+        base_sha256: sha.clone().unwrap_or_default(),
         show_progress: s.show_progress,
         resume: s.resume,
     };
-    let transfer_sets = s
-        .transfer_dirs
-        .iter()
-        .map(|dir| TransferSet::open(dir, size, s.eval_batch))
-        .collect::<Result<Vec<_>>>()?;
+    let bench = Bench {
+        s,
+        engine: &engine,
+        classes: &classes,
+        loader: &loader,
+        attack: &attack,
+        push: &push_spec,
+        transfer: &transfer_sets,
+        target: &case.target,
+    };
     let mut result = CaseResult {
         case: case.clone(),
         weights: engine.weights_used(),
@@ -316,23 +485,9 @@ pub fn defend_case(
         asr_convention: AsrConvention::ExcludeTarget,
         results: Vec::new(),
     };
-    let done = match earlier {
-        Some(e) if e.weights.sha256 != result.weights.sha256 => {
-            return Err(Error::Invalid(format!(
-                "the earlier run in {} defended `{}` with sha256 {:?}; these weights have {:?}: \
-                 give another --out, or --restart to start over",
-                s.out_dir.display(),
-                case.weights,
-                e.weights.sha256,
-                result.weights.sha256
-            )))
-        }
-        Some(e) => e.results.as_slice(),
-        None => &[],
-    };
-    for m in &s.methods {
-        if let Some(earlier) = done.iter().find(|r| r.method == m.name) {
-            result.results.push(earlier.clone());
+    for (m, config, key, reuse) in plans {
+        if let Some(earlier) = reuse {
+            result.results.push(earlier);
             on_result(&result)?;
             continue;
         }
@@ -341,64 +496,28 @@ pub fn defend_case(
                 .out_dir
                 .join(format!("prompts-{}-{}.safetensors", case.name, m.name)),
             model_dir: s.out_dir.join(format!("model-{}-{}", case.name, m.name)),
+            config: config.to_json()?,
         };
         let t0 = Instant::now();
         let defended = defences::apply(m, &ctx, &out)?;
-        let (model, text) = match &defended.model {
-            Some((m, t)) => (m, t),
-            None => (model, &text),
-        };
         let train_seconds = t0.elapsed().as_secs_f64();
-        let encoder = crate::engine::encoder(model, defended.prompts.as_ref())?;
-        let encoder = encoder.as_ref();
-        let zs = Classifier::with_text(model, encoder, &classes, text, defended.head);
-        let (ca, asr, pr) = measure(
-            &zs,
-            &loader,
-            &attack,
-            &s.perturbations,
-            s.eval_seed,
-            s.show_progress,
-        )?;
-        let transfer = transfer_sets
-            .iter()
-            .map(|set| {
-                transfer_eval(
-                    set,
-                    s,
-                    &engine,
-                    model,
-                    encoder,
-                    zs.head.as_ref().map(|h| (h, classes.as_slice())),
-                    &trigger,
-                    &case.target,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let anatomy = if s.anatomy {
-            Some(trigger_push(
-                &zs,
-                &loader,
-                &push_spec,
-                defended.prompts.as_ref(),
-                s.show_progress,
-            )?)
-        } else {
-            None
-        };
+        let text = defended.model.as_ref().map_or(&text, |(_, t)| t);
+        let measured = bench.measure(&defended, text)?;
         result.results.push(MethodResult {
             method: m.name.clone(),
             lambda: m.lambda,
-            classifier: zs.head_name().to_string(),
-            clean_accuracy: ca,
-            attack_success_rate: asr,
-            resistivity: pr,
+            classifier: measured.classifier,
+            clean_accuracy: measured.clean_accuracy,
+            attack_success_rate: measured.attack_success_rate,
+            resistivity: measured.resistivity,
             epochs: defended.epochs,
             train_seconds,
             prompts_file: defended.prompts.is_some().then_some(out.prompts_file),
             model_dir: defended.model.is_some().then_some(out.model_dir),
-            transfer,
-            anatomy,
+            transfer: measured.transfer,
+            anatomy: measured.anatomy,
+            config: out.config,
+            key,
         });
         on_result(&result)?;
     }

@@ -1,6 +1,6 @@
-//! A `--out` folder is one run's: a lock keeps a second run out, and a run started again on it
-//! keeps what the first one finished when the settings are the same (and refuses, naming the
-//! difference, when they are not; `--restart` starts over).
+//! An output folder is one run's: a lock keeps a second run out, and a run started again on it
+//! keeps what the first one finished where a method's configuration is the same (and refuses,
+//! naming the differences, where it is not: `case::defend_case`); restarting starts over.
 
 use super::case::CaseResult;
 use super::output::DefendReport;
@@ -32,12 +32,14 @@ impl OutLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(Error::Invalid(format!(
-                    "--out {} is in use by another rvpt run (pid {}): wait for it, or give \
-                     another --out",
-                    out.display(),
-                    holder.trim()
-                )));
+                return Err(Error::OutConflict {
+                    out: out.to_path_buf(),
+                    reason: format!(
+                        "in use by another rvpt run (pid {}): wait for it",
+                        holder.trim()
+                    ),
+                    differences: Vec::new(),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
@@ -47,34 +49,21 @@ impl OutLock {
     }
 }
 
-/// What an earlier run into the same `--out` finished, if its settings are the ones asked for.
-/// `settings`: the current run's settings as JSON. Refuses (naming every difference) when the
-/// earlier run used other settings; `restart` ignores it.
-pub fn previous_results(
-    out: &Path,
-    settings: &serde_json::Value,
-    restart: bool,
-) -> Result<Vec<CaseResult>> {
+/// What an earlier run into the same output folder finished (`restart`: nothing). Whether
+/// each result may be reused is decided per method, by its configuration's key.
+pub fn previous_results(out: &Path, restart: bool) -> Result<Vec<CaseResult>> {
     let path = out.join("report.json");
     if restart || !path.exists() {
         return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let report: DefendReport = serde_json::from_str(&text).map_err(|e| {
-        Error::Invalid(format!(
-            "{} is not a report this version of rvpt can resume from ({e}): give another --out, \
-             or --restart to start over",
+    let report: DefendReport = serde_json::from_str(&text).map_err(|e| Error::OutConflict {
+        out: out.to_path_buf(),
+        reason: format!(
+            "{} is not a report this version of rvpt can resume from ({e})",
             path.display()
-        ))
+        ),
+        differences: Vec::new(),
     })?;
-    let diff = crate::report::json_differences(&report.settings, settings);
-    if !diff.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{} holds a run with other settings; resuming would mix them. Differences (then → \
-             now):\n  {}\nGive another --out, the same settings, or --restart to start over",
-            path.display(),
-            diff.join("\n  ")
-        )));
-    }
     Ok(report.cases)
 }

@@ -99,6 +99,38 @@ pub struct ContrastiveConfig {
     pub seed: u64,
     /// Share of training pairs poisoned (0 = clean training).
     pub poison_rate: f64,
+    /// Peak learning rate: a linear warm-up over `warmup` steps, then a cosine decay to 0 over
+    /// the training's own steps ([`ContrastiveConfig::steps`]).
+    pub lr: f64,
+    pub warmup: usize,
+}
+
+impl ContrastiveConfig {
+    /// The batch actually used on `n` pairs: InfoNCE needs two pairs, and a batch cannot
+    /// exceed the pairs.
+    pub fn batch(&self, n: usize) -> usize {
+        self.batch_size.clamp(2, n.max(2))
+    }
+
+    /// Optimizer steps on `n` pairs: whole batches per epoch (the ragged tail is dropped, as
+    /// CLIP training does), times the epochs.
+    pub fn steps(&self, n: usize) -> usize {
+        if n < 2 {
+            return 0;
+        }
+        (n / self.batch(n)) * self.epochs
+    }
+
+    /// The learning rate of every step, over exactly [`Self::steps`] steps.
+    pub fn schedule(&self, n: usize) -> Result<CosineSchedule> {
+        let total = self.steps(n);
+        if total == 0 {
+            return Err(Error::Invalid(
+                "no training steps: raise epochs or lower the batch size".into(),
+            ));
+        }
+        CosineSchedule::new(self.lr, 0.0, total, self.warmup.min(total - 1))
+    }
 }
 
 /// Indices of the poisoned pairs: a seeded subset of round(rate * n).
@@ -116,9 +148,9 @@ pub struct StepLog {
     pub logit_scale: f32,
 }
 
-/// Trains `vars` on `source` with symmetric InfoNCE; `schedule` sets the learning rate per step.
-/// Returns the per-step log. `on_step` sees each record (progress bars, early checks).
-#[allow(clippy::too_many_arguments)]
+/// Trains `vars` on `source` with symmetric InfoNCE, the learning rate following the config's
+/// schedule over this training's own steps. Returns the per-step log. `on_step` sees each
+/// record (progress bars, early checks).
 pub fn train(
     vars: &ClipVars,
     tokenizer: &ClipTokenizer,
@@ -126,7 +158,6 @@ pub fn train(
     poisoner: Option<&dyn Poisoner>,
     cfg: &ContrastiveConfig,
     optimizer: &mut dyn Optimizer,
-    schedule: &CosineSchedule,
     on_step: &mut dyn FnMut(&StepLog),
 ) -> Result<Vec<StepLog>> {
     use rayon::prelude::*;
@@ -154,14 +185,9 @@ pub fn train(
             poisoned.len()
         )));
     }
-    let batch = cfg.batch_size.clamp(2, n);
-    let steps_per_epoch = n / batch; // the ragged tail is dropped, as CLIP training does
-    let total = steps_per_epoch * cfg.epochs;
-    if total == 0 {
-        return Err(Error::Invalid(
-            "no training steps: raise epochs or lower the batch size".into(),
-        ));
-    }
+    let batch = cfg.batch(n);
+    let schedule = cfg.schedule(n)?;
+    let total = schedule.total();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut logs = Vec::with_capacity(total);
     let mut step = 0;

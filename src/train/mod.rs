@@ -2,4 +2,5 @@
 //! later modules, RVPT prompt tuning (the defence).
 
 pub mod contrastive;
+pub mod poisoning;
 pub mod rvpt;

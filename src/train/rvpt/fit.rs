@@ -31,9 +31,11 @@ impl std::str::FromStr for ShotSampler {
         match s {
             "rvpt" => Ok(Self::Rvpt),
             "coop" => Ok(Self::Coop),
-            _ => Err(Error::Invalid(format!(
-                "--sampler `{s}`: expected rvpt or coop"
-            ))),
+            _ => Err(Error::setting(
+                crate::Setting::Sampler,
+                format!("`{s}`"),
+                "expected rvpt or coop",
+            )),
         }
     }
 }

@@ -62,12 +62,16 @@ impl RepelAt {
             Self::Blocks(blocks) => {
                 for &b in blocks {
                     if b >= num_blocks || b < prompted.start {
-                        return Err(Error::Invalid(format!(
-                            "--repel-blocks {self}: block {b} is outside blocks {}..{num_blocks}, \
-                             the ones at or after the first prompted block, where the prompts can \
-                             move the [CLS] token",
-                            prompted.start
-                        )));
+                        return Err(Error::setting(
+                            crate::Setting::RepelBlocks,
+                            self,
+                            format!(
+                                "block {b} is outside blocks {}..{num_blocks}, the ones at or \
+                                 after the first prompted block, where the prompts can move the \
+                                 [CLS] token",
+                                prompted.start
+                            ),
+                        ));
                     }
                 }
                 let mut blocks = blocks.clone();
@@ -96,9 +100,11 @@ impl std::str::FromStr for RepelAt {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::Invalid(format!(
-                "--repel-blocks `{s}`: expected final, prompted, a range a..b / a..=b or a list like 6,8,10"
-            ))
+            Error::setting(
+                crate::Setting::RepelBlocks,
+                format!("`{s}`"),
+                "expected final, prompted, a range a..b / a..=b or a list like 6,8,10",
+            )
         };
         match s.trim() {
             "final" => return Ok(Self::Final),

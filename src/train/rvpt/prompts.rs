@@ -2,35 +2,43 @@
 //! blocks of the image tower (by default the last `depth`), initialised N(0, 0.02), without
 //! positional embedding.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-/// Which blocks get prompts: the last N (the paper's default), or a range `a..b` counted from the
-/// input (the paper's placement ablations). Parsed from `6`, `0..6` or `0..=5`.
+/// Which blocks get prompts: the last half (the paper's D = 6 of 12, for any depth), the last N,
+/// or a range `a..b` counted from the input (the paper's placement ablations). Parsed from
+/// `half`, `6`, `0..6` or `0..=5`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptPlacement {
+    /// The last half of the blocks (at least one): the default, which follows the model's depth.
+    Half,
     Last(usize),
-    Range { start: usize, end: usize },
+    Range {
+        start: usize,
+        end: usize,
+    },
 }
 
 impl PromptPlacement {
     /// The prompted blocks of a tower of `num_blocks`, checked.
     pub fn resolve(&self, num_blocks: usize) -> Result<std::ops::Range<usize>> {
-        let range = match *self {
-            Self::Last(n) => num_blocks.saturating_sub(n)..num_blocks,
-            Self::Range { start, end } => start..end,
-        };
-        let fits = match *self {
-            Self::Last(n) => n >= 1 && n <= num_blocks,
-            Self::Range { start, end } => start < end && end <= num_blocks,
+        let last = |n: usize| num_blocks.saturating_sub(n)..num_blocks;
+        let (range, fits) = match *self {
+            Self::Half => (last((num_blocks / 2).max(1)), num_blocks >= 1),
+            Self::Last(n) => (last(n), n >= 1 && n <= num_blocks),
+            Self::Range { start, end } => (start..end, start < end && end <= num_blocks),
         };
         if !fits {
-            return Err(Error::Invalid(format!(
-                "--prompt-blocks {self}: the image tower has blocks 0..{num_blocks}; give N \
-                 (the last N, 1 ≤ N ≤ {num_blocks}) or a non-empty range a..b (b ≤ {num_blocks})"
-            )));
+            return Err(Error::setting(
+                Setting::PromptBlocks,
+                self,
+                format!(
+                    "the image tower has blocks 0..{num_blocks}; give N (the last N, 1 ≤ N ≤ \
+                     {num_blocks}) or a non-empty range a..b (b ≤ {num_blocks})"
+                ),
+            ));
         }
         Ok(range)
     }
@@ -39,6 +47,7 @@ impl PromptPlacement {
 impl std::fmt::Display for PromptPlacement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Half => write!(f, "half"),
             Self::Last(n) => write!(f, "{n}"),
             Self::Range { start, end } => write!(f, "{start}..{end}"),
         }
@@ -78,10 +87,13 @@ impl std::str::FromStr for PromptPlacement {
                     end: r.end,
                 })
             }
+            None if s.trim() == "half" => Ok(Self::Half),
             None => s.trim().parse().map(Self::Last).map_err(|_| {
-                Error::Invalid(format!(
-                    "--prompt-blocks `{s}`: expected N (the last N blocks) or a range a..b / a..=b"
-                ))
+                Error::setting(
+                    Setting::PromptBlocks,
+                    format!("`{s}`"),
+                    "expected half, N (the last N blocks) or a range a..b / a..=b",
+                )
             }),
         }
     }

@@ -1,0 +1,352 @@
+//! Planting a backdoor: poisoned contrastive fine-tuning of a whole CLIP, from one typed plan.
+//! The plan is written next to the model (`poisoning.json`, with its key) so that a model
+//! always says how it was made.
+
+use super::contrastive::{
+    train, ContrastiveConfig, LabelConsistentConfig, LabelConsistentPoisoner, ManifestPairs,
+    Poisoner, StepLog, TriggerPoisoner, WanetNoiseModePoisoner,
+};
+use crate::attacks::optimise::PgdConfig;
+use crate::attacks::planted::PlantedTrigger;
+use crate::attacks::Trigger;
+use crate::data::CaptionManifest;
+use crate::error::{Error, Result, Setting};
+use crate::model::init::ClipVars;
+use crate::optim::{split_decay, AdamW, AdamWConfig};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// The poison caption when none is given: `{}` is the target.
+pub const DEFAULT_POISON_CAPTION: &str = "a photo of a {}.";
+
+/// Everything a poisoning run is asked to do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoisonPlan {
+    /// The clean model to poison (entry, repo id, directory or file).
+    pub weights: String,
+    pub device: String,
+    /// Poisoning trains in f32 (the only dtype accepted).
+    pub dtype: String,
+    /// CSV of clean `path,caption` pairs.
+    pub pairs: PathBuf,
+    pub trigger: String,
+    pub target: String,
+    pub poison_rate: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak AdamW learning rate (linear warm-up, then cosine decay to 0).
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup: usize,
+    /// Shuffling and poisoned-pair selection.
+    pub seed: u64,
+    /// The trigger's randomness (fixed patterns, warp fields): evaluate with the same.
+    pub trigger_seed: u64,
+    /// Caption of poisoned pairs, `{}` = target (not with label-consistent poisoning).
+    pub poison_caption: Option<String>,
+    /// Label-consistent poisoning only: L∞ radius, steps and step size of its PGD.
+    pub pgd_eps: Option<f32>,
+    pub pgd_steps: Option<usize>,
+    pub pgd_step_size: Option<f32>,
+    /// WaNet only: its noise mode's ratio of warped-with-noise pairs that keep their caption.
+    pub cross_ratio: Option<f64>,
+    /// The output directory (neutral).
+    pub out: PathBuf,
+}
+
+/// What a poisoning run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Planted {
+    pub pair_count: usize,
+    /// Pairs given the trigger and the target caption (or, label-consistent, the trigger).
+    pub poisoned: usize,
+    /// The poisoned caption (`None`: captions kept, label-consistent).
+    pub poison_caption: Option<String>,
+    pub noise_mode_pairs: Option<usize>,
+    pub label_consistent: serde_json::Value,
+    /// The batch and steps the trainer ran (the batch is clamped to [2, pairs]).
+    pub batch: usize,
+    pub steps: usize,
+    pub logs: Vec<StepLog>,
+    pub planted: PlantedTrigger,
+    /// The clean model poisoned: where it came from, its checksum and shape.
+    pub weights: crate::engine::WeightsUsed,
+    /// sha256 of the plan's JSON, recorded in `poisoning.json`.
+    pub key: String,
+}
+
+/// File name of the plan next to a poisoned model.
+pub const PLAN_FILE: &str = "poisoning.json";
+
+impl PoisonPlan {
+    /// sha256 of the plan's JSON without its output folder (where, not what).
+    pub fn key(&self) -> Result<String> {
+        let mut what = self.clone();
+        what.out = PathBuf::new();
+        let text =
+            serde_json::to_string(&what).map_err(|e| Error::Invalid(format!("plan: {e}")))?;
+        Ok(format!("{:x}", Sha256::digest(text.as_bytes())))
+    }
+
+    fn pgd(&self) -> PgdConfig {
+        let d = PgdConfig::default();
+        PgdConfig {
+            eps: self.pgd_eps.unwrap_or(d.eps),
+            step: self.pgd_step_size.unwrap_or(d.step),
+            iters: self.pgd_steps.unwrap_or(d.iters),
+        }
+    }
+
+    /// Checks what can be checked before loading anything; the trigger, parsed.
+    fn check(&self) -> Result<Trigger> {
+        if !(0.0..=1.0).contains(&self.poison_rate) {
+            return Err(Error::setting(
+                Setting::PoisonRate,
+                self.poison_rate,
+                "must be in [0, 1]",
+            ));
+        }
+        if self.dtype != "f32" {
+            return Err(Error::setting(
+                Setting::Dtype,
+                &self.dtype,
+                "poisoning trains in f32",
+            ));
+        }
+        for (setting, v) in [
+            (Setting::Epochs, self.epochs),
+            (Setting::BatchSize, self.batch_size),
+        ] {
+            if v == 0 {
+                return Err(Error::setting(setting, 0, "must be at least 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::setting(
+                Setting::Lr,
+                self.lr,
+                "must be a finite number above 0",
+            ));
+        }
+        let trigger = Trigger::parse(&self.trigger)
+            .map_err(|e| Error::setting(Setting::Trigger, &self.trigger, format!("{e}")))?;
+        let lc = matches!(trigger, Trigger::LabelConsistent(_));
+        let pgd_given =
+            self.pgd_eps.is_some() || self.pgd_steps.is_some() || self.pgd_step_size.is_some();
+        if !lc && pgd_given {
+            return Err(Error::setting(
+                Setting::Pgd,
+                format!("{:?}", self.pgd()),
+                "applies to label-consistent poisoning (trigger lc) only",
+            ));
+        }
+        if lc {
+            if let Some(c) = &self.poison_caption {
+                return Err(Error::setting(
+                    Setting::PoisonCaption,
+                    format!("`{c}`"),
+                    "label-consistent poisoning keeps captions",
+                ));
+            }
+        }
+        if let (Some(r), false) = (self.cross_ratio, matches!(trigger, Trigger::WaNet(_))) {
+            return Err(Error::setting(
+                Setting::CrossRatio,
+                r,
+                format!(
+                    "WaNet's noise mode applies to a wanet trigger, not {}",
+                    trigger.name()
+                ),
+            ));
+        }
+        Ok(trigger)
+    }
+
+    fn contrastive(&self) -> ContrastiveConfig {
+        ContrastiveConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            poison_rate: self.poison_rate,
+            lr: self.lr,
+            warmup: self.warmup,
+        }
+    }
+}
+
+/// The poisoner the plan asks for, with the label-consistent summary (JSON) and the number of
+/// noise-mode pairs where they apply.
+fn poisoner(
+    plan: &PoisonPlan,
+    trigger: Trigger,
+    ckpt: crate::model::checkpoint::Checkpoint,
+    tokenizer: &crate::text::ClipTokenizer,
+    pairs: &ManifestPairs,
+    device: &candle_core::Device,
+) -> Result<(Box<dyn Poisoner>, serde_json::Value, Option<usize>)> {
+    let caption = plan
+        .poison_caption
+        .as_deref()
+        .unwrap_or(DEFAULT_POISON_CAPTION)
+        .replace("{}", &plan.target);
+    match trigger {
+        Trigger::LabelConsistent(lc) => {
+            let pgd = plan.pgd();
+            // PGD uses the frozen weights the attack starts from (plain tensors, no Var grads).
+            let frozen = ckpt.into_model(candle_core::DType::F32, device)?;
+            let p = LabelConsistentPoisoner::build(
+                &frozen,
+                tokenizer,
+                pairs,
+                LabelConsistentConfig {
+                    target: plan.target.clone(),
+                    trigger: lc,
+                    pgd,
+                    poison_rate: plan.poison_rate,
+                    seed: plan.seed,
+                },
+            )?;
+            let wanted = (plan.poison_rate * pairs.items.len() as f64).round() as usize;
+            let summary = serde_json::json!({
+                "target_pairs": p.target_pairs,
+                "wanted": wanted,
+                "capped": p.count() < wanted,
+                "pgd": {"eps": pgd.eps, "steps": pgd.iters, "step_size": pgd.step},
+            });
+            Ok((Box::new(p), summary, None))
+        }
+        Trigger::WaNet(wanet) if plan.cross_ratio.is_some() => {
+            let p = WanetNoiseModePoisoner::new(
+                wanet,
+                caption,
+                plan.trigger_seed,
+                pairs.items.len(),
+                plan.poison_rate,
+                plan.seed,
+                plan.cross_ratio.unwrap_or(0.0),
+            )?;
+            let cross = p.cross_count();
+            Ok((Box::new(p), serde_json::Value::Null, Some(cross)))
+        }
+        trigger => Ok((
+            Box::new(TriggerPoisoner {
+                trigger,
+                caption,
+                seed: plan.trigger_seed,
+            }),
+            serde_json::Value::Null,
+            None,
+        )),
+    }
+}
+
+/// Poisons the plan's model on its pairs and saves it in `plan.out` (model, config, tokenizer,
+/// `trigger.json` and the plan as `poisoning.json`). `before_training` sees the summary before
+/// the first step (how many pairs are poisoned, and how); `on_step` sees every step.
+pub fn plant(
+    plan: &PoisonPlan,
+    before_training: &mut dyn FnMut(&Planted),
+    on_step: &mut dyn FnMut(&StepLog),
+) -> Result<Planted> {
+    let trigger = plan.check()?;
+    let weights = crate::weights::resolve(&plan.weights)?;
+    let ckpt = crate::engine::read_checkpoint(&weights)?;
+    let cfg = ckpt.config.clone();
+    let tokenizer = crate::engine::tokenizer_for(&weights, &cfg)?;
+    let device = crate::device::parse_device(&plan.device)
+        .map_err(|e| Error::setting(Setting::Device, &plan.device, format!("{e}")))?;
+    let vars = ClipVars::from_tensors(&ckpt.tensors, &cfg, &device)?;
+    let weights_used =
+        crate::engine::WeightsUsed::new(&weights, ckpt.layout, ckpt.config_source, &cfg);
+    let manifest = CaptionManifest::open(&plan.pairs)?;
+    let pairs = ManifestPairs {
+        items: manifest.items().to_vec(),
+        size: cfg.vision_config.image_size as u32,
+    };
+    let planted = PlantedTrigger {
+        trigger: trigger.name(),
+        seed: plan.trigger_seed,
+        target: Some(plan.target.clone()),
+    };
+    let lc = matches!(trigger, Trigger::LabelConsistent(_));
+    let (poisoner, label_consistent, noise_mode_pairs) =
+        poisoner(plan, trigger, ckpt, &tokenizer, &pairs, &device)?;
+    let training = plan.contrastive();
+    let n = pairs.items.len();
+    // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
+    let poisoned = poisoner
+        .chosen(n, plan.poison_rate, plan.seed)?
+        .iter()
+        .filter(|&&p| p)
+        .count()
+        - noise_mode_pairs.unwrap_or(0);
+    let mut summary = Planted {
+        pair_count: n,
+        poisoned,
+        poison_caption: (!lc).then(|| {
+            plan.poison_caption
+                .as_deref()
+                .unwrap_or(DEFAULT_POISON_CAPTION)
+                .replace("{}", &plan.target)
+        }),
+        noise_mode_pairs,
+        label_consistent,
+        batch: training.batch(n),
+        steps: training.steps(n),
+        logs: Vec::new(),
+        planted,
+        weights: weights_used,
+        key: plan.key()?,
+    };
+    before_training(&summary);
+    let mut opt = AdamW::new(
+        split_decay(vars.vars.iter().cloned(), plan.weight_decay).to_vec(),
+        AdamWConfig {
+            lr: plan.lr,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+        },
+    )?;
+    summary.logs = train(
+        &vars,
+        &tokenizer,
+        &pairs,
+        Some(poisoner.as_ref()),
+        &training,
+        &mut opt,
+        on_step,
+    )?;
+    save(plan, &vars, &weights, &summary)?;
+    Ok(summary)
+}
+
+/// The poisoned model and what it was made from, in `plan.out`.
+fn save(
+    plan: &PoisonPlan,
+    vars: &ClipVars,
+    weights: &crate::weights::ResolvedWeights,
+    summary: &Planted,
+) -> Result<()> {
+    let out = &plan.out;
+    vars.save(out, candle_core::DType::F32)?;
+    let tok_out = out.join("tokenizer.json");
+    match &weights.tokenizer {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+            crate::model::init::write_atomic(&tok_out, &bytes)?
+        }
+        None => crate::model::init::write_atomic(&tok_out, crate::text::EMBEDDED_TOKENIZER)?,
+    }
+    // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
+    summary.planted.write(out)?;
+    let record = serde_json::json!({
+        "plan": plan,
+        "key": summary.key,
+        "weights": summary.weights,
+        "batch": summary.batch,
+        "steps": summary.steps,
+        "poisoned": summary.poisoned,
+    });
+    crate::report::write_json(&out.join(PLAN_FILE), &record)
+}
