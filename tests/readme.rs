@@ -1,25 +1,40 @@
 //! The README's "Using it" section cannot drift from the binary: its first shell block (a tour
 //! on the toy models) is run as it is, in a fresh folder; every `rvpt` command of its other
 //! blocks (full-length runs, your own data) is parsed by the binary (`--help` appended: clap
-//! refuses an unknown flag or a bad value before it gets there).
+//! refuses an unknown flag or a bad value before it gets there). The same parse covers every
+//! `rvpt` command in the shell blocks of the documents the README links to for the details
+//! (`docs/results.md`, `docs/benchmarks.md`).
 
 use std::path::Path;
 use std::process::Command;
 
+/// The documents besides the README whose shell blocks' `rvpt` commands must parse.
+const DOCS: [&str; 2] = ["docs/results.md", "docs/benchmarks.md"];
+
+/// A file of the crate, by its path from the crate root.
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The shell blocks of a Markdown text, in order.
+fn sh_blocks(markdown: &str) -> Vec<String> {
+    markdown
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").unwrap()].to_string())
+        .collect()
+}
+
 /// The shell blocks of the README's "## Using it" section, in order.
 fn using_it_blocks() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = read("README.md");
     let start = readme
         .find("\n## Using it")
         .expect("a `## Using it` section");
     let rest = &readme[start + 1..];
     let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
-    section
-        .split("```sh\n")
-        .skip(1)
-        .map(|b| b[..b.find("```").unwrap()].to_string())
-        .collect()
+    sh_blocks(section)
 }
 
 /// `line` without a trailing shell comment (a `#` after whitespace, outside quotes).
@@ -95,17 +110,13 @@ fn the_readme_tour_runs_as_written() {
     );
 }
 
-#[test]
-fn every_other_readme_command_parses() {
-    let blocks = using_it_blocks();
-    assert!(
-        blocks.len() >= 2,
-        "expected the tour and the full-run blocks"
-    );
+/// Parses every `rvpt` command of `blocks` (from `source`) with `--help` appended, failing on the
+/// first the binary refuses; returns how many were checked.
+fn assert_rvpt_commands_parse(blocks: &[String], source: &str) -> usize {
     // In an empty folder: should a command run instead of parsing, it finds nothing to use.
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for block in &blocks[1..] {
+    for block in blocks {
         for cmd in commands(block) {
             let Some(args) = cmd.strip_prefix("rvpt ") else {
                 continue;
@@ -120,11 +131,32 @@ fn every_other_readme_command_parses() {
                 .unwrap();
             assert!(
                 o.status.success(),
-                "README command does not parse: {cmd}\n{}",
+                "{source} command does not parse: {cmd}\n{}",
                 String::from_utf8_lossy(&o.stderr)
             );
             checked += 1;
         }
     }
+    checked
+}
+
+#[test]
+fn every_other_readme_command_parses() {
+    let blocks = using_it_blocks();
+    assert!(
+        blocks.len() >= 2,
+        "expected the tour and the full-run blocks"
+    );
+    let checked = assert_rvpt_commands_parse(&blocks[1..], "README");
     assert!(checked >= 5, "only {checked} commands found");
+}
+
+#[test]
+fn every_docs_command_parses() {
+    let checked: usize = DOCS
+        .iter()
+        .map(|doc| assert_rvpt_commands_parse(&sh_blocks(&read(doc)), doc))
+        .sum();
+    // docs/results.md's recipe for the paper's comparison alone has four.
+    assert!(checked >= 4, "only {checked} commands found in {DOCS:?}");
 }
