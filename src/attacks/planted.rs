@@ -55,11 +55,15 @@ impl PlantedTrigger {
             return Ok(());
         }
         if asked != self.trigger || seed != self.seed {
-            return Err(Error::Invalid(format!(
-                "the model was planted with trigger `{}` (seed {}), not `{asked}` (seed {seed}): \
-                 evaluate the planted trigger (`--trigger {} --seed {}`), or another kind of trigger",
-                self.trigger, self.seed, self.trigger, self.seed
-            )));
+            return Err(Error::setting(
+                crate::Setting::Trigger,
+                format!("`{asked}` (trigger seed {seed})"),
+                format!(
+                    "the model was planted with trigger `{}` (seed {}): evaluate that trigger \
+                     with that trigger seed, or another kind of trigger",
+                    self.trigger, self.seed
+                ),
+            ));
         }
         Ok(())
     }

@@ -39,8 +39,10 @@ impl ImageFolder {
     pub fn open(dir: &Path, classnames: Option<&Path>) -> Result<Self> {
         if let Some((file, split)) = super::coop::parse_spec(dir) {
             if classnames.is_some() {
-                return Err(Error::Invalid(
-                    "a CoOp split file names its classes: drop --classnames".into(),
+                return Err(Error::setting(
+                    crate::Setting::Classnames,
+                    classnames.map_or(String::new(), |c| c.display().to_string()),
+                    "a CoOp split file names its classes: give no class names file",
                 ));
             }
             return super::coop::open(&file, &split);

@@ -311,7 +311,7 @@ pub fn fit(
     }
     if use_cache && cfg.augment {
         return Err(Error::Invalid(
-            "the prefix cache needs --augment none".into(),
+            "the prefix cache needs training without augmentation".into(),
         ));
     }
     if cfg.augment && !crate::image::is_crop_scale(cfg.crop_scale) {
