@@ -31,16 +31,16 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Invalid(format!("cannot serialise {}: {e}", path.display())))?;
-    crate::model::init::write_atomic(path, text.as_bytes())
+    crate::fsio::write_atomic(path, text.as_bytes())
 }
 
 fn save_png(buf: Vec<u8>, path: &Path) -> Result<()> {
     let img = image::RgbImage::from_raw(W, H, buf)
         .ok_or_else(|| Error::Invalid("plot buffer has the wrong size".into()))?;
-    let tmp = crate::model::init::temp_path(path);
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsio::write_with(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+    })
 }
 
 type Chart<'a, 'b> =

@@ -209,9 +209,8 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         .filter(|s| !s.is_empty())
         .unwrap_or("archive")
         .to_owned();
-    let tmp = crate::model::init::temp_path(path);
-    let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp)?);
+    let write = |tmp: &Path| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(tmp)?);
         let stored = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored);
         zip.start_file(format!("{stem}/data.pkl"), stored)?;
@@ -229,9 +228,10 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         zip.finish()?;
         Ok(())
     };
-    write().map_err(|e| Error::Checkpoint {
-        path: tmp.clone(),
-        reason: format!("cannot write the WaNet grid: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsio::write_with(path, |tmp| {
+        write(tmp).map_err(|e| Error::Checkpoint {
+            path: tmp.to_path_buf(),
+            reason: format!("cannot write the WaNet grid: {e}"),
+        })
+    })
 }
