@@ -11,6 +11,7 @@
 //! strides say so. The reader follows the pickle's strides whatever they are; the writer saves
 //! the same permuted layout, so files it writes are what those projects would write.
 
+use super::wanet_grid::{linspace_pm1, NoiseGrid};
 use crate::error::{Error, Result};
 use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Tensor};
@@ -24,14 +25,6 @@ pub enum GridFormat {
     CleanClip,
     /// A dict with `identity_grid` and `noise_grid`.
     BackdoorBench,
-}
-
-/// A WaNet noise grid read from a file: `noise[(y * w + x) * 2 + c]`, c = 0 the horizontal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NoiseGrid {
-    pub h: usize,
-    pub w: usize,
-    pub noise: Vec<f32>,
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -186,7 +179,7 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         GridFormat::CleanClip => pickle_tensor(&mut pkl, "0", h * w * 2, &size, &permuted),
         GridFormat::BackdoorBench => {
             // torch.stack((y, x), 2)[None]: contiguous; channel 0 the column coordinate.
-            let (ys, xs) = (super::wanet::linspace_pm1(h), super::wanet::linspace_pm1(w));
+            let (ys, xs) = (linspace_pm1(h), linspace_pm1(w));
             let identity: Vec<f32> = (0..h * w).flat_map(|p| [xs[p % w], ys[p / w]]).collect();
             storages.push(("1", identity));
             pkl.extend(b"}(");
