@@ -127,7 +127,7 @@ pub struct Frozen {
 /// The blocks FR repels at (`None`: the pooled feature), checked against the prompts.
 pub fn repelled_blocks(enc: &PromptedEncoder, loss: &LossConfig) -> Result<Option<Vec<usize>>> {
     loss.repel
-        .resolve(enc.prompts.blocks(), enc.vision.blocks.len())
+        .resolve(enc.prompts.blocks(), enc.vision.encoder.layers.len())
 }
 
 /// The prompt-independent part of a batch of normalised pixels.
@@ -137,15 +137,15 @@ pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, loss: &LossConfig) ->
         Some(repel) => {
             let mut x = prefix.clone();
             let mut cls = Vec::new();
-            let top = enc.vision.blocks.len();
+            let top = enc.vision.encoder.layers.len();
             // Up to the highest repelled block (the list is sorted): nothing above it is read.
             let last = repel.last().map_or(top, |&b| b + 1);
             for i in enc.prompts.first_block..last {
                 // The last block's [CLS] is all that is read.
                 x = if i + 1 == top {
-                    enc.vision.blocks[i].forward_head(&x, None, 1)?
+                    enc.vision.encoder.layers[i].forward_head(&x, None, 1)?
                 } else {
-                    enc.vision.blocks[i].forward(&x, None)?
+                    enc.vision.encoder.layers[i].forward(&x, None)?
                 };
                 if repel.contains(&i) {
                     cls.push(x.narrow(1, 0, 1)?);
