@@ -13,7 +13,7 @@
 
 use super::wanet_grid::{linspace_pm1, NoiseGrid};
 use crate::error::{Error, Result};
-use candle_core::pickle::{Object, Stack};
+use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{DType, Tensor};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -34,11 +34,35 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+type Archive = zip::ZipArchive<std::io::BufReader<std::fs::File>>;
+
 /// Reads the `noise_grid` of a CleanCLIP or BackdoorBench `.pt` file.
 pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(path, format!("not a PyTorch zip file ({e})")))?;
+    let info = pickled_grid(path, &mut zip)?;
+    let dims = info.layout.dims().to_vec();
+    let (h, w) = match dims[..] {
+        [1, h, w, 2] | [h, w, 2] => (h, w),
+        _ => {
+            return Err(bad(
+                path,
+                format!("shape {dims:?}, expected (1, H, W, 2) or (H, W, 2)"),
+            ))
+        }
+    };
+    let storage = read_storage(path, &mut zip, &info)?;
+    let noise = gather(path, &storage, &info, h, w)?;
+    if noise.iter().any(|v| !v.is_finite()) {
+        return Err(bad(path, "non-finite values"));
+    }
+    Ok(NoiseGrid { h, w, noise })
+}
+
+/// The tensor the archive's pickle saves: bare (CleanCLIP), or under `noise_grid` in a dict
+/// (BackdoorBench's state dict).
+fn pickled_grid(path: &Path, zip: &mut Archive) -> Result<TensorInfo> {
     let pkl = zip
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -54,7 +78,6 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             .map_err(|e| bad(path, format!("unreadable pickle ({e})")))?;
     }
     let obj = stack.finalize().map_err(|e| bad(path, e))?;
-    // BackdoorBench's state dict holds the grid under `noise_grid`; CleanCLIP saves it bare.
     let obj = match obj {
         Object::Dict(items) => items
             .into_iter()
@@ -63,20 +86,13 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             .ok_or_else(|| bad(path, "a dict without a `noise_grid` key"))?,
         obj => obj,
     };
-    let info = obj
-        .into_tensor_info(Object::Unicode("noise_grid".into()), Path::new(&dir))
+    obj.into_tensor_info(Object::Unicode("noise_grid".into()), Path::new(&dir))
         .map_err(|e| bad(path, e))?
-        .ok_or_else(|| bad(path, "the object saved is not a tensor"))?;
-    let dims = info.layout.dims().to_vec();
-    let (h, w) = match dims[..] {
-        [1, h, w, 2] | [h, w, 2] => (h, w),
-        _ => {
-            return Err(bad(
-                path,
-                format!("shape {dims:?}, expected (1, H, W, 2) or (H, W, 2)"),
-            ))
-        }
-    };
+        .ok_or_else(|| bad(path, "the object saved is not a tensor"))
+}
+
+/// The whole storage behind `info`, as f32.
+fn read_storage(path: &Path, zip: &mut Archive, info: &TensorInfo) -> Result<Vec<f32>> {
     let mut bytes = Vec::new();
     zip.by_name(&info.path)
         .map_err(|e| bad(path, format!("no storage `{}` ({e})", info.path)))?
@@ -86,17 +102,21 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
     if bytes.len() % elem != 0 {
         return Err(bad(path, "storage size is not a whole number of elements"));
     }
-    let storage = Tensor::from_raw_buffer(
+    Ok(Tensor::from_raw_buffer(
         &bytes,
         info.dtype,
         &[bytes.len() / elem],
         &candle_core::Device::Cpu,
     )?
     .to_dtype(DType::F32)?
-    .to_vec1::<f32>()?;
-    // Gather in logical order through the strides (the saved tensor is a permuted view).
+    .to_vec1::<f32>()?)
+}
+
+/// The (h, w, 2) grid in logical order, gathered from `storage` through the strides of `info`
+/// (the saved tensor is a permuted view).
+fn gather(path: &Path, storage: &[f32], info: &TensorInfo, h: usize, w: usize) -> Result<Vec<f32>> {
     let strides = info.layout.stride();
-    let start = info.layout.start_offset() / elem;
+    let start = info.layout.start_offset() / info.dtype.size_in_bytes();
     let (sy, sx, sc) = {
         let r = strides.len();
         (strides[r - 3], strides[r - 2], strides[r - 1])
@@ -114,10 +134,7 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             }
         }
     }
-    if noise.iter().any(|v| !v.is_finite()) {
-        return Err(bad(path, "non-finite values"));
-    }
-    Ok(NoiseGrid { h, w, noise })
+    Ok(noise)
 }
 
 /// Pickle protocol-2 opcodes for one tensor `_rebuild_tensor_v2(storage, 0, size, stride, False,
