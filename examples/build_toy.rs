@@ -223,7 +223,7 @@ fn main() -> rvpt::Result<()> {
         })
         .collect::<rvpt::Result<_>>()?;
     let write_tokenizer = |dir: &Path| {
-        rvpt::model::init::write_atomic(
+        rvpt::fsio::write_atomic(
             &dir.join("tokenizer.json"),
             rvpt::toy::tokenizer_json().as_bytes(),
         )

@@ -15,6 +15,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod fsio;
 pub mod image;
 pub mod metrics;
 pub mod model;

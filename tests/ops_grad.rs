@@ -298,9 +298,13 @@ fn block_head_equals_the_full_block() {
     let causal = Tensor::from_vec(causal, (t, t), &Device::Cpu).unwrap();
     for (model, kind) in [(&frozen, "frozen"), (&trained, "trained")] {
         let cases = [
-            (&model.vision.blocks[0], cfg.vision_config.hidden_size, None),
             (
-                &model.text.blocks[0],
+                &model.vision.encoder.layers[0],
+                cfg.vision_config.hidden_size,
+                None,
+            ),
+            (
+                &model.text.encoder.layers[0],
                 cfg.text_config.hidden_size,
                 Some(&causal),
             ),

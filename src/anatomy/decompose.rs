@@ -78,7 +78,7 @@ pub fn decompose(
     let (b, n, _) = x.dims3()?;
     // Residual-stream parts of [CLS], each (B, k, W): input, then per block heads and MLP.
     let mut stream = vec![x.narrow(1, 0, 1)?];
-    for (i, block) in vision.blocks.iter().enumerate() {
+    for (i, block) in vision.encoder.layers.iter().enumerate() {
         // A prompted block replaces the previous prompt outputs; blocks above the prompts carry
         // them along (`x` keeps them).
         let seq = match prompts {

@@ -214,27 +214,7 @@ fn summarise(
             share: share(p),
         })
         .collect();
-    // One pass over the components, each head and MLP into its block's row.
-    let mut layer_rows: Vec<LayerPush> = (0..layers)
-        .map(|layer| LayerPush {
-            layer,
-            heads: Vec::new(),
-            mlp: 0.0,
-            push: 0.0,
-            share: 0.0,
-        })
-        .collect();
-    for c in &components {
-        match c.component {
-            Component::Head { layer, .. } => layer_rows[layer].heads.push(c.push),
-            Component::Mlp { layer } => layer_rows[layer].mlp = c.push,
-            Component::Input | Component::FinalNormBias => {}
-        }
-    }
-    for row in &mut layer_rows {
-        row.push = row.heads.iter().sum::<f64>() + row.mlp;
-        row.share = share(row.push);
-    }
+    let layer_rows = layer_pushes(&components, layers, written);
     let (first, end) = (prompted_range.start, prompted_range.end);
     let prompted = &layer_rows[prompted_range];
     let prompted_heads: f64 = prompted.iter().flat_map(|l| &l.heads).sum();
@@ -244,27 +224,9 @@ fn summarise(
     let mut top = components.clone();
     top.sort_by(|a, b| b.push.total_cmp(&a.push));
     top.truncate(spec.top);
-    let target = zs.classes[spec.target].clone();
-    let verdict = if written > 0.5 * gross {
-        format!(
-            "{:.0}% of the heads' and MLPs' push towards `{target}` comes from blocks {first}–{} \
-             (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
-            100.0 * share(prompted_heads + prompted_mlp),
-            end - 1,
-            100.0 * share(prompted_heads),
-            100.0 * share(prompted_mlp),
-            top.first().map_or(String::new(), |c| c.name.clone()),
-            100.0 * top.first().map_or(0.0, |c| c.share),
-        )
-    } else {
-        format!(
-            "the heads' and MLPs' pushes towards `{target}` under the trigger cancel (net \
-             {written:.3} of {gross:.3} in absolute value): no backdoor to locate, shares are not meaningful"
-        )
-    };
-    AnatomyReport {
+    let mut report = AnatomyReport {
         trigger: spec.trigger.name(),
-        target,
+        target: zs.classes[spec.target].clone(),
         images,
         attack_success_rate: Rate::new(hits, images),
         total_push: total,
@@ -279,6 +241,59 @@ fn summarise(
         heads_share: share(all_heads),
         mlp_share: share(all_mlp),
         top,
-        verdict,
+        verdict: String::new(),
+    };
+    report.verdict = verdict(&report);
+    report
+}
+
+/// One row per block (`layers` of them), each head and MLP of `components` in its block's row,
+/// its share of `written`.
+fn layer_pushes(components: &[ComponentPush], layers: usize, written: f64) -> Vec<LayerPush> {
+    let mut rows: Vec<LayerPush> = (0..layers)
+        .map(|layer| LayerPush {
+            layer,
+            heads: Vec::new(),
+            mlp: 0.0,
+            push: 0.0,
+            share: 0.0,
+        })
+        .collect();
+    // One pass over the components.
+    for c in components {
+        match c.component {
+            Component::Head { layer, .. } => rows[layer].heads.push(c.push),
+            Component::Mlp { layer } => rows[layer].mlp = c.push,
+            Component::Input | Component::FinalNormBias => {}
+        }
+    }
+    for row in &mut rows {
+        row.push = row.heads.iter().sum::<f64>() + row.mlp;
+        row.share = row.push / written;
+    }
+    rows
+}
+
+/// The report's one-line reading: where the push towards the target comes from, or, when the
+/// heads' and MLPs' pushes cancel, that there is nothing to locate.
+fn verdict(r: &AnatomyReport) -> String {
+    let (target, (first, end)) = (&r.target, r.prompted_blocks);
+    let (written, gross) = (r.written_push, r.gross_push);
+    if written > 0.5 * gross {
+        format!(
+            "{:.0}% of the heads' and MLPs' push towards `{target}` comes from blocks {first}–{} \
+             (heads {:.0}%, MLPs {:.0}%); top component {} ({:.0}%)",
+            100.0 * r.prompted_share,
+            end - 1,
+            100.0 * r.prompted_heads_share,
+            100.0 * r.prompted_mlp_share,
+            r.top.first().map_or(String::new(), |c| c.name.clone()),
+            100.0 * r.top.first().map_or(0.0, |c| c.share),
+        )
+    } else {
+        format!(
+            "the heads' and MLPs' pushes towards `{target}` under the trigger cancel (net \
+             {written:.3} of {gross:.3} in absolute value): no backdoor to locate, shares are not meaningful"
+        )
     }
 }

@@ -23,6 +23,7 @@ pub mod perturb;
 pub mod planted;
 pub mod wanet;
 pub mod wanet_file;
+pub mod wanet_grid;
 
 pub use badnet::BadNet;
 pub use blended::Blended;
@@ -30,7 +31,8 @@ pub use label_consistent::LabelConsistent;
 pub use patch::{apply_patch, Placement};
 pub use perturb::Perturbation;
 pub use wanet::WaNet;
-pub use wanet_file::{read_noise_grid, write_noise_grid, GridFormat, NoiseGrid};
+pub use wanet_file::{read_noise_grid, write_noise_grid, GridFormat};
+pub use wanet_grid::NoiseGrid;
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};

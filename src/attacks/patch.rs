@@ -201,11 +201,9 @@ impl PatchFile {
     }
 
     pub fn save(patch: &Tensor, path: &std::path::Path) -> Result<()> {
-        let tmp = crate::model::init::temp_path(path);
-        candle_core::safetensors::save(
-            &std::collections::HashMap::from([("patch".to_string(), patch.clone())]),
-            &tmp,
-        )?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let tensors = std::collections::HashMap::from([("patch".to_string(), patch.clone())]);
+        crate::fsio::write_with(path, |tmp| {
+            Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        })
     }
 }

@@ -26,7 +26,7 @@ impl PlantedTrigger {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)
             .map_err(|e| Error::Invalid(format!("cannot serialise the trigger: {e}")))?;
-        crate::model::init::write_atomic(&dir.join(FILE), json.as_bytes())
+        crate::fsio::write_atomic(&dir.join(FILE), json.as_bytes())
     }
 
     /// `dir/trigger.json`, if there is one.

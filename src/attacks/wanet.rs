@@ -10,7 +10,8 @@
 //! s = 0.5. The field is drawn once per attack from the seed: every image gets the same warp,
 //! or read from a CleanCLIP or BackdoorBench grid file (`grid=FILE`, see [`super::wanet_file`]).
 
-use super::wanet_file::{read_noise_grid, NoiseGrid};
+use super::wanet_file::read_noise_grid;
+use super::wanet_grid::{linspace_pm1, NoiseGrid};
 use super::{bad_spec, options, parse_num, rng, to_f32_vec, Dims};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -217,23 +218,6 @@ pub fn sampling_grid(noise: &NoiseGrid, s: f32, rescale: f32) -> Result<Tensor> 
         }
     }
     Ok(Tensor::from_vec(grid, (h, w, 2), &Device::Cpu)?)
-}
-
-/// `torch.linspace(-1, 1, n)` in f32, computed as torch does (from both ends towards the middle).
-pub(crate) fn linspace_pm1(n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![-1.0];
-    }
-    let step = 2.0f32 / (n - 1) as f32;
-    (0..n)
-        .map(|i| {
-            if i < n / 2 {
-                -1.0 + step * i as f32
-            } else {
-                1.0 - step * (n - 1 - i) as f32
-            }
-        })
-        .collect()
 }
 
 /// Cubic convolution weights of the four taps around fraction `t`, with torch's a = -0.75.

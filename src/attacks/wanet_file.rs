@@ -11,8 +11,9 @@
 //! strides say so. The reader follows the pickle's strides whatever they are; the writer saves
 //! the same permuted layout, so files it writes are what those projects would write.
 
+use super::wanet_grid::{linspace_pm1, NoiseGrid};
 use crate::error::{Error, Result};
-use candle_core::pickle::{Object, Stack};
+use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{DType, Tensor};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -26,14 +27,6 @@ pub enum GridFormat {
     BackdoorBench,
 }
 
-/// A WaNet noise grid read from a file: `noise[(y * w + x) * 2 + c]`, c = 0 the horizontal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NoiseGrid {
-    pub h: usize,
-    pub w: usize,
-    pub noise: Vec<f32>,
-}
-
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
@@ -41,11 +34,35 @@ fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+type Archive = zip::ZipArchive<std::io::BufReader<std::fs::File>>;
+
 /// Reads the `noise_grid` of a CleanCLIP or BackdoorBench `.pt` file.
 pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(path, format!("not a PyTorch zip file ({e})")))?;
+    let info = pickled_grid(path, &mut zip)?;
+    let dims = info.layout.dims().to_vec();
+    let (h, w) = match dims[..] {
+        [1, h, w, 2] | [h, w, 2] => (h, w),
+        _ => {
+            return Err(bad(
+                path,
+                format!("shape {dims:?}, expected (1, H, W, 2) or (H, W, 2)"),
+            ))
+        }
+    };
+    let storage = read_storage(path, &mut zip, &info)?;
+    let noise = gather(path, &storage, &info, h, w)?;
+    if noise.iter().any(|v| !v.is_finite()) {
+        return Err(bad(path, "non-finite values"));
+    }
+    Ok(NoiseGrid { h, w, noise })
+}
+
+/// The tensor the archive's pickle saves: bare (CleanCLIP), or under `noise_grid` in a dict
+/// (BackdoorBench's state dict).
+fn pickled_grid(path: &Path, zip: &mut Archive) -> Result<TensorInfo> {
     let pkl = zip
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -61,7 +78,6 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             .map_err(|e| bad(path, format!("unreadable pickle ({e})")))?;
     }
     let obj = stack.finalize().map_err(|e| bad(path, e))?;
-    // BackdoorBench's state dict holds the grid under `noise_grid`; CleanCLIP saves it bare.
     let obj = match obj {
         Object::Dict(items) => items
             .into_iter()
@@ -70,20 +86,13 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             .ok_or_else(|| bad(path, "a dict without a `noise_grid` key"))?,
         obj => obj,
     };
-    let info = obj
-        .into_tensor_info(Object::Unicode("noise_grid".into()), Path::new(&dir))
+    obj.into_tensor_info(Object::Unicode("noise_grid".into()), Path::new(&dir))
         .map_err(|e| bad(path, e))?
-        .ok_or_else(|| bad(path, "the object saved is not a tensor"))?;
-    let dims = info.layout.dims().to_vec();
-    let (h, w) = match dims[..] {
-        [1, h, w, 2] | [h, w, 2] => (h, w),
-        _ => {
-            return Err(bad(
-                path,
-                format!("shape {dims:?}, expected (1, H, W, 2) or (H, W, 2)"),
-            ))
-        }
-    };
+        .ok_or_else(|| bad(path, "the object saved is not a tensor"))
+}
+
+/// The whole storage behind `info`, as f32.
+fn read_storage(path: &Path, zip: &mut Archive, info: &TensorInfo) -> Result<Vec<f32>> {
     let mut bytes = Vec::new();
     zip.by_name(&info.path)
         .map_err(|e| bad(path, format!("no storage `{}` ({e})", info.path)))?
@@ -93,17 +102,21 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
     if bytes.len() % elem != 0 {
         return Err(bad(path, "storage size is not a whole number of elements"));
     }
-    let storage = Tensor::from_raw_buffer(
+    Ok(Tensor::from_raw_buffer(
         &bytes,
         info.dtype,
         &[bytes.len() / elem],
         &candle_core::Device::Cpu,
     )?
     .to_dtype(DType::F32)?
-    .to_vec1::<f32>()?;
-    // Gather in logical order through the strides (the saved tensor is a permuted view).
+    .to_vec1::<f32>()?)
+}
+
+/// The (h, w, 2) grid in logical order, gathered from `storage` through the strides of `info`
+/// (the saved tensor is a permuted view).
+fn gather(path: &Path, storage: &[f32], info: &TensorInfo, h: usize, w: usize) -> Result<Vec<f32>> {
     let strides = info.layout.stride();
-    let start = info.layout.start_offset() / elem;
+    let start = info.layout.start_offset() / info.dtype.size_in_bytes();
     let (sy, sx, sc) = {
         let r = strides.len();
         (strides[r - 3], strides[r - 2], strides[r - 1])
@@ -121,10 +134,7 @@ pub fn read_noise_grid(path: &Path) -> Result<NoiseGrid> {
             }
         }
     }
-    if noise.iter().any(|v| !v.is_finite()) {
-        return Err(bad(path, "non-finite values"));
-    }
-    Ok(NoiseGrid { h, w, noise })
+    Ok(noise)
 }
 
 /// Pickle protocol-2 opcodes for one tensor `_rebuild_tensor_v2(storage, 0, size, stride, False,
@@ -186,7 +196,7 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         GridFormat::CleanClip => pickle_tensor(&mut pkl, "0", h * w * 2, &size, &permuted),
         GridFormat::BackdoorBench => {
             // torch.stack((y, x), 2)[None]: contiguous; channel 0 the column coordinate.
-            let (ys, xs) = (super::wanet::linspace_pm1(h), super::wanet::linspace_pm1(w));
+            let (ys, xs) = (linspace_pm1(h), linspace_pm1(w));
             let identity: Vec<f32> = (0..h * w).flat_map(|p| [xs[p % w], ys[p / w]]).collect();
             storages.push(("1", identity));
             pkl.extend(b"}(");
@@ -209,9 +219,8 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         .filter(|s| !s.is_empty())
         .unwrap_or("archive")
         .to_owned();
-    let tmp = crate::model::init::temp_path(path);
-    let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp)?);
+    let write = |tmp: &Path| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(tmp)?);
         let stored = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored);
         zip.start_file(format!("{stem}/data.pkl"), stored)?;
@@ -229,9 +238,10 @@ pub fn write_noise_grid(path: &Path, grid: &NoiseGrid, format: GridFormat) -> Re
         zip.finish()?;
         Ok(())
     };
-    write().map_err(|e| Error::Checkpoint {
-        path: tmp.clone(),
-        reason: format!("cannot write the WaNet grid: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsio::write_with(path, |tmp| {
+        write(tmp).map_err(|e| Error::Checkpoint {
+            path: tmp.to_path_buf(),
+            reason: format!("cannot write the WaNet grid: {e}"),
+        })
+    })
 }

@@ -5,6 +5,7 @@ use super::checkpoint::expected_tensors;
 use super::clip::Clip;
 use super::config::ClipConfig;
 use crate::error::{Error, Result};
+use crate::fsio;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
@@ -128,28 +129,11 @@ impl ClipVars {
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().to_dtype(dtype)?)))
             .collect::<Result<_>>()?;
-        let model = dir.join("model.safetensors");
-        let tmp = temp_path(&dir.join("model.safetensors"));
-        candle_core::safetensors::save(&tensors, &tmp)?;
-        std::fs::rename(&tmp, &model).map_err(|e| Error::io(&model, e))?;
+        fsio::write_with(&dir.join("model.safetensors"), |tmp| {
+            Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        })?;
         let json = serde_json::to_string_pretty(&self.config)
             .map_err(|e| Error::Invalid(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        fsio::write_atomic(&dir.join("config.json"), json.as_bytes())
     }
-}
-
-/// Writes `bytes` to `path` via a sibling temporary file and a rename.
-/// A temporary name next to `path`, unique to this process: two writers never share one.
-pub fn temp_path(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -1,7 +1,7 @@
 //! The text tower (HF `CLIPTextTransformer`): causal transformer pooled at the end-of-text token.
 
 use super::config::TextConfig;
-use super::transformer::{BlockConfig, EncoderLayer, LayerNorm};
+use super::transformer::{BlockConfig, Encoder, LayerNorm};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 pub struct TextTransformer {
     token_embedding: Tensor,
     position_embedding: Tensor,
-    pub blocks: Vec<EncoderLayer>,
+    pub encoder: Encoder,
     final_layer_norm: LayerNorm,
     cfg: TextConfig,
 }
@@ -25,16 +25,14 @@ impl TextTransformer {
             activation: cfg.hidden_act,
             eps: cfg.layer_norm_eps,
         };
-        let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), &block_cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let encoder = Encoder::new(vb.pp("encoder"), &block_cfg, cfg.num_hidden_layers)?;
         Ok(Self {
             token_embedding: emb.get((cfg.vocab_size, w), "token_embedding.weight")?,
             position_embedding: emb.get(
                 (cfg.max_position_embeddings, w),
                 "position_embedding.weight",
             )?,
-            blocks,
+            encoder,
             final_layer_norm: LayerNorm::new(vb.pp("final_layer_norm"), w, cfg.layer_norm_eps)?,
             cfg: cfg.clone(),
         })
@@ -71,11 +69,7 @@ impl TextTransformer {
     pub fn hidden_states(&self, input_ids: &Tensor) -> Result<Vec<Tensor>> {
         let x = self.embed(input_ids)?;
         let mask = Self::causal_mask(x.dim(1)?, x.dtype(), x.device())?;
-        let mut states = vec![x];
-        for block in &self.blocks {
-            let next = block.forward(states.last().expect("non-empty"), Some(&mask))?;
-            states.push(next);
-        }
+        let mut states = self.encoder.hidden_states(&x, Some(&mask))?;
         let last = self
             .final_layer_norm
             .forward(states.last().expect("non-empty"))?;
@@ -106,7 +100,7 @@ impl TextTransformer {
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         let x = self.embed(input_ids)?;
         let mask = Self::causal_mask(x.dim(1)?, x.dtype(), x.device())?;
-        let x = self.forward_blocks(&x, &mask)?;
+        let x = self.encoder.forward(&x, Some(&mask))?;
         let x = self.final_layer_norm.forward(&x)?;
         let (b, t, w) = x.dims3()?;
         let rows: Vec<u32> = self
@@ -117,13 +111,5 @@ impl TextTransformer {
             .collect();
         let rows = Tensor::from_vec(rows, b, x.device())?;
         x.reshape((b * t, w))?.index_select(&rows, 0)
-    }
-
-    fn forward_blocks(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for block in &self.blocks {
-            x = block.forward(&x, Some(mask))?;
-        }
-        Ok(x)
     }
 }

@@ -1,4 +1,5 @@
-//! The pre-norm transformer block shared by both towers (HF `CLIPEncoderLayer`).
+//! The pre-norm transformer block (HF `CLIPEncoderLayer`) and the encoder, a stack of them (HF
+//! `CLIPEncoder`), that both towers are built on.
 
 use super::config::Activation;
 use super::ops;
@@ -334,5 +335,52 @@ impl EncoderLayer {
         let mlp = self.mlp.forward(&self.layer_norm2.forward(&h)?)?;
         let out = (&h + &mlp)?;
         Ok((out, heads, mlp.narrow(1, 0, 1)?.squeeze(1)?))
+    }
+}
+
+/// The blocks of one tower (HF `CLIPEncoder`, candle-transformers' `ClipEncoder`): the text and
+/// the image tower each hold one, read from their `encoder.layers.{i}`. Any sequence length.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// `num_layers` blocks of shape `c`, `vb` at the tower's `encoder`.
+    pub fn new(vb: VarBuilder, c: &BlockConfig, num_layers: usize) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..num_layers)
+            .map(|i| EncoderLayer::new(vb.pp(i), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    /// Runs every block.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_range(x, mask, 0..self.layers.len())
+    }
+
+    /// Runs blocks `range`.
+    pub fn forward_range(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers[range] {
+            x = layer.forward(&x, mask)?;
+        }
+        Ok(x)
+    }
+
+    /// The input of block 0 and the output of every block (as transformers' `hidden_states`).
+    pub fn hidden_states(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let mut states = vec![x.clone()];
+        for layer in &self.layers {
+            let next = layer.forward(states.last().expect("non-empty"), mask)?;
+            states.push(next);
+        }
+        Ok(states)
     }
 }

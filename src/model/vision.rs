@@ -1,10 +1,11 @@
 //! The image tower (HF `CLIPVisionTransformer`), opened up block by block.
 //!
-//! `embed` → `blocks[i].forward` … → `pool` is the path every image takes; callers that add
-//! prompt tokens run the blocks themselves, with [CLS] + patches + extra tokens as the sequence.
+//! `embed` → `encoder.layers[i].forward` … → `pool` is the path every image takes; callers that
+//! add prompt tokens run the blocks themselves, with [CLS] + patches + extra tokens as the
+//! sequence.
 
 use super::config::VisionConfig;
-use super::transformer::{BlockConfig, EncoderLayer, LayerNorm, Linear};
+use super::transformer::{BlockConfig, Encoder, LayerNorm, Linear};
 use candle_core::{IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -15,7 +16,7 @@ pub struct VisionTransformer {
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layernorm: LayerNorm,
-    pub blocks: Vec<EncoderLayer>,
+    pub encoder: Encoder,
     post_layernorm: LayerNorm,
     cfg: VisionConfig,
 }
@@ -36,16 +37,14 @@ impl VisionTransformer {
             activation: cfg.hidden_act,
             eps: cfg.layer_norm_eps,
         };
-        let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), &block_cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let encoder = Encoder::new(vb.pp("encoder"), &block_cfg, cfg.num_hidden_layers)?;
         Ok(Self {
             patch_weight,
             class_embedding,
             position_embedding,
             // "pre_layrnorm" is transformers' own spelling.
             pre_layernorm: LayerNorm::new(vb.pp("pre_layrnorm"), w, cfg.layer_norm_eps)?,
-            blocks,
+            encoder,
             post_layernorm: LayerNorm::new(vb.pp("post_layernorm"), w, cfg.layer_norm_eps)?,
             cfg: cfg.clone(),
         })
@@ -66,15 +65,16 @@ impl VisionTransformer {
         if lower.cfg != upper.cfg {
             candle_core::bail!("cannot splice image towers of different configs");
         }
-        if k > upper.blocks.len() {
-            candle_core::bail!("cannot splice at block {k} of {}", upper.blocks.len());
+        let n = upper.encoder.layers.len();
+        if k > n {
+            candle_core::bail!("cannot splice at block {k} of {n}");
         }
         let mut out = upper.clone();
         out.patch_weight = lower.patch_weight.clone();
         out.class_embedding = lower.class_embedding.clone();
         out.position_embedding = lower.position_embedding.clone();
         out.pre_layernorm = lower.pre_layernorm.clone();
-        out.blocks[..k].clone_from_slice(&lower.blocks[..k]);
+        out.encoder.layers[..k].clone_from_slice(&lower.encoder.layers[..k]);
         Ok(out)
     }
 
@@ -112,22 +112,19 @@ impl VisionTransformer {
 
     /// Runs blocks `range` on a token sequence of any length.
     pub fn forward_blocks(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
-        let mut x = x.clone();
-        for block in &self.blocks[range] {
-            x = block.forward(&x, None)?;
-        }
-        Ok(x)
+        self.encoder.forward_range(x, None, range)
     }
 
     /// Runs blocks `range` as [`Self::forward_blocks`], the last one for the [CLS] token only
-    /// ([`EncoderLayer::forward_head`]): (B, 1, width), all that [`Self::pool`] reads.
+    /// ([`EncoderLayer::forward_head`](super::transformer::EncoderLayer::forward_head)):
+    /// (B, 1, width), all that [`Self::pool`] reads.
     pub fn forward_blocks_cls(&self, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
         if range.is_empty() {
             return x.narrow(1, 0, 1);
         }
         let last = range.end - 1;
         let x = self.forward_blocks(x, range.start..last)?;
-        self.blocks[last].forward_head(&x, None, 1)
+        self.encoder.layers[last].forward_head(&x, None, 1)
     }
 
     /// Final layer norm of the [CLS] token: the pooled image feature (pre-projection).
@@ -138,17 +135,12 @@ impl VisionTransformer {
     /// Pixels → pooled feature (B, width).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.embed(pixels)?;
-        let x = self.forward_blocks_cls(&x, 0..self.blocks.len())?;
+        let x = self.forward_blocks_cls(&x, 0..self.encoder.layers.len())?;
         self.pool(&x)
     }
 
     /// The input of block 0 and the output of every block (as transformers' `hidden_states`).
     pub fn hidden_states(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
-        let mut states = vec![self.embed(pixels)?];
-        for block in &self.blocks {
-            let next = block.forward(states.last().expect("non-empty"), None)?;
-            states.push(next);
-        }
-        Ok(states)
+        self.encoder.hidden_states(&self.embed(pixels)?, None)
     }
 }

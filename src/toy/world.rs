@@ -441,17 +441,20 @@ impl ToyWorld {
             })
             .collect::<Result<_>>()?;
 
+        // The manifest, written last and atomically: a split without it was not finished.
         let csv_path = dir.join("captions.csv");
-        let mut csv = csv::Writer::from_path(&csv_path).map_err(|e| write_error(&csv_path, e))?;
-        csv.write_record(["path", "caption"])
-            .map_err(|e| write_error(&csv_path, e))?;
-        for w in &written {
-            // Forward slashes whatever the platform, so the manifest is portable.
-            let rel = format!("{}/{:08}.png", CLASSES[w.class], w.index);
-            csv.write_record([rel.as_str(), w.caption.as_str()])
+        crate::fsio::write_with(&csv_path, |tmp| {
+            let mut csv = csv::Writer::from_path(tmp).map_err(|e| write_error(&csv_path, e))?;
+            csv.write_record(["path", "caption"])
                 .map_err(|e| write_error(&csv_path, e))?;
-        }
-        csv.flush().map_err(|e| write_error(&csv_path, e))?;
+            for w in &written {
+                // Forward slashes whatever the platform, so the manifest is portable.
+                let rel = format!("{}/{:08}.png", CLASSES[w.class], w.index);
+                csv.write_record([rel.as_str(), w.caption.as_str()])
+                    .map_err(|e| write_error(&csv_path, e))?;
+            }
+            csv.flush().map_err(|e| write_error(&csv_path, e))
+        })?;
         Ok(written)
     }
 }

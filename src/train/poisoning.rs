@@ -334,9 +334,9 @@ fn save(
     match &weights.tokenizer {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            crate::model::init::write_atomic(&tok_out, &bytes)?
+            crate::fsio::write_atomic(&tok_out, &bytes)?
         }
-        None => crate::model::init::write_atomic(&tok_out, crate::text::EMBEDDED_TOKENIZER)?,
+        None => crate::fsio::write_atomic(&tok_out, crate::text::EMBEDDED_TOKENIZER)?,
     }
     // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
     summary.planted.write(out)?;

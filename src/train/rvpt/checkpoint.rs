@@ -50,14 +50,14 @@ impl PromptCheckpoint {
         let meta_json = serde_json::to_string(&self.meta)
             .map_err(|e| Error::Invalid(format!("cannot serialise checkpoint metadata: {e}")))?;
         let info = HashMap::from([("rvpt".to_string(), meta_json)]);
-        let tmp = crate::model::init::temp_path(path);
-        safetensors::tensor::serialize_to_file(tensors, Some(info), &tmp).map_err(|e| {
-            Error::Checkpoint {
-                path: tmp.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::fsio::write_with(path, |tmp| {
+            safetensors::tensor::serialize_to_file(tensors, Some(info), tmp).map_err(|e| {
+                Error::Checkpoint {
+                    path: tmp.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })
+        })
     }
 
     /// Reads a checkpoint; prompts are loaded as trainable f32 `Var`s on `device` (the master

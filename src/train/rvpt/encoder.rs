@@ -18,7 +18,7 @@ pub struct PromptedEncoder<'a> {
 impl<'a> PromptedEncoder<'a> {
     pub fn new(vision: &'a VisionTransformer, prompts: &'a DeepPrompts) -> Result<Self> {
         let width = vision.config().hidden_size;
-        let blocks = vision.blocks.len();
+        let blocks = vision.encoder.layers.len();
         let p0 = prompts
             .vars
             .first()
@@ -55,9 +55,9 @@ impl<'a> PromptedEncoder<'a> {
         let (b, n, _) = prefix.dims3()?;
         let mut x = prefix.clone();
         let first = self.prompts.first_block;
-        let top = self.vision.blocks.len();
+        let top = self.vision.encoder.layers.len();
         let mut outs = Vec::with_capacity(top - first);
-        for (j, block) in self.vision.blocks[first..].iter().enumerate() {
+        for (j, block) in self.vision.encoder.layers[first..].iter().enumerate() {
             let seq = if j < self.prompts.depth() {
                 let base = x.narrow(1, 0, n)?;
                 let p = self.prompts.tokens(j, b, base.dtype())?;
@@ -90,7 +90,7 @@ impl<'a> PromptedEncoder<'a> {
     pub fn frozen_feature(&self, prefix: &Tensor) -> Result<Tensor> {
         let x = self.vision.forward_blocks_cls(
             &prefix.detach(),
-            self.prompts.first_block..self.vision.blocks.len(),
+            self.prompts.first_block..self.vision.encoder.layers.len(),
         )?;
         Ok(self.vision.pool(&x)?.detach())
     }
@@ -104,7 +104,7 @@ impl ImageEncoder for PromptedEncoder<'_> {
     fn cls_per_block(&self, pixels: &Tensor) -> Result<Vec<Tensor>> {
         let mut x = self.vision.embed(pixels)?;
         let mut cls = Vec::new();
-        for block in &self.vision.blocks[..self.prompts.first_block] {
+        for block in &self.vision.encoder.layers[..self.prompts.first_block] {
             x = block.forward(&x, None)?;
             cls.push(x.narrow(1, 0, 1)?.squeeze(1)?);
         }

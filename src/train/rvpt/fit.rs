@@ -127,7 +127,7 @@ pub struct Frozen {
 /// The blocks FR repels at (`None`: the pooled feature), checked against the prompts.
 pub fn repelled_blocks(enc: &PromptedEncoder, loss: &LossConfig) -> Result<Option<Vec<usize>>> {
     loss.repel
-        .resolve(enc.prompts.blocks(), enc.vision.blocks.len())
+        .resolve(enc.prompts.blocks(), enc.vision.encoder.layers.len())
 }
 
 /// The prompt-independent part of a batch of normalised pixels.
@@ -137,15 +137,15 @@ pub fn frozen_part(enc: &PromptedEncoder, pixels: &Tensor, loss: &LossConfig) ->
         Some(repel) => {
             let mut x = prefix.clone();
             let mut cls = Vec::new();
-            let top = enc.vision.blocks.len();
+            let top = enc.vision.encoder.layers.len();
             // Up to the highest repelled block (the list is sorted): nothing above it is read.
             let last = repel.last().map_or(top, |&b| b + 1);
             for i in enc.prompts.first_block..last {
                 // The last block's [CLS] is all that is read.
                 x = if i + 1 == top {
-                    enc.vision.blocks[i].forward_head(&x, None, 1)?
+                    enc.vision.encoder.layers[i].forward_head(&x, None, 1)?
                 } else {
-                    enc.vision.blocks[i].forward(&x, None)?
+                    enc.vision.encoder.layers[i].forward(&x, None)?
                 };
                 if repel.contains(&i) {
                     cls.push(x.narrow(1, 0, 1)?);
@@ -292,20 +292,8 @@ fn build_cache(
     })
 }
 
-/// Trains the prompts of `state` on `samples` (already the k-shot subset) for the remaining
-/// epochs. `text`: (classes, E) unit class embeddings. `use_cache` (only without augmentation)
-/// computes the frozen part once; `on_epoch` sees the state after every epoch (checkpoints).
-#[allow(clippy::too_many_arguments)]
-pub fn fit(
-    model: &Clip,
-    text: &Tensor,
-    samples: &[(PathBuf, usize)],
-    cfg: &RvptConfig,
-    mut state: FitState,
-    use_cache: bool,
-    show_progress: bool,
-    on_epoch: &mut dyn FnMut(&FitState) -> Result<()>,
-) -> Result<FitState> {
+/// Refuses settings `fit` cannot train with, before any work.
+fn check_settings(samples: &[(PathBuf, usize)], cfg: &RvptConfig, use_cache: bool) -> Result<()> {
     if samples.is_empty() {
         return Err(Error::Invalid("no training images".into()));
     }
@@ -320,12 +308,11 @@ pub fn fit(
             cfg.crop_scale
         )));
     }
-    let device = text.device().clone();
-    let dtype = model.logit_scale()?.dtype();
-    let size = model.config().vision_config.image_size as u32;
-    let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
-    // Refuse a bad --repel-blocks before any work.
-    repelled_blocks(&enc, &cfg.loss)?;
+    Ok(())
+}
+
+/// SGD over the prompts of `state`, with its momentum buffers (where a resumed state has them).
+fn resumed_sgd(state: &FitState, cfg: &RvptConfig) -> Result<Sgd> {
     let mut opt = Sgd::new(
         state.prompts.vars.clone(),
         SgdConfig {
@@ -341,22 +328,89 @@ pub fn fit(
             opt.set_momentum_buffer(v, m.clone())?;
         }
     }
+    Ok(opt)
+}
+
+/// The images of `epoch` without the cache: CoOp augmentation seeded by (seed, epoch, image),
+/// reproducible whatever the thread order, or the eval transform.
+fn epoch_transform(cfg: &RvptConfig, size: u32, epoch: usize) -> Transform {
+    if !cfg.augment {
+        return Transform::eval(size);
+    }
+    let (seed, e, crop_scale) = (cfg.seed, epoch as u64, cfg.crop_scale);
+    Transform::custom(size, move |img, item| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xa06_0000);
+        rng.set_stream((e << 32) ^ item.index as u64);
+        Ok(crate::image::augment_coop(&img, size, crop_scale, &mut rng))
+    })
+}
+
+/// Σ batch size × (loss, CE, FR) over an epoch, kept on the device until the epoch ends.
+struct EpochSums {
+    sums: Tensor,
+    n: usize,
+}
+
+impl EpochSums {
+    fn new(device: &Device) -> Result<Self> {
+        Ok(Self {
+            sums: Tensor::zeros(3, candle_core::DType::F32, device)?,
+            n: 0,
+        })
+    }
+
+    /// Adds a step's (3,) parts for a batch of `b` images.
+    fn add(&mut self, parts: Tensor, b: usize) -> Result<()> {
+        self.sums = (&self.sums + parts.affine(b as f64, 0.0)?)?;
+        self.n += b;
+        Ok(())
+    }
+
+    /// The epoch's means (the one read from the device) and its time since `t0`.
+    fn log(self, epoch: usize, lr: f64, t0: Instant) -> Result<EpochLog> {
+        let n = self.n.max(1) as f64;
+        let sums = self.sums.to_vec1::<f32>()?;
+        let [sum, sum_ce, sum_fr] = [0, 1, 2].map(|i| sums[i] as f64);
+        Ok(EpochLog {
+            epoch,
+            loss: sum / n,
+            ce: sum_ce / n,
+            fr: sum_fr / n,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Trains the prompts of `state` on `samples` (already the k-shot subset) for the remaining
+/// epochs. `text`: (classes, E) unit class embeddings. `use_cache` (only without augmentation)
+/// computes the frozen part once; `on_epoch` sees the state after every epoch (checkpoints).
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    model: &Clip,
+    text: &Tensor,
+    samples: &[(PathBuf, usize)],
+    cfg: &RvptConfig,
+    mut state: FitState,
+    use_cache: bool,
+    show_progress: bool,
+    on_epoch: &mut dyn FnMut(&FitState) -> Result<()>,
+) -> Result<FitState> {
+    check_settings(samples, cfg, use_cache)?;
+    let device = text.device().clone();
+    let dtype = model.logit_scale()?.dtype();
+    let size = model.config().vision_config.image_size as u32;
+    let enc = PromptedEncoder::new(&model.vision, &state.prompts)?;
+    // Refuse a bad --repel-blocks before any work.
+    repelled_blocks(&enc, &cfg.loss)?;
+    let mut opt = resumed_sgd(&state, cfg)?;
     let schedule = CosineSchedule::new(cfg.lr, 0.0, cfg.epochs, 0)?;
     let to_pixels = |unit: &Tensor| -> Result<Tensor> {
         Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
     };
-    let cache = if use_cache {
-        Some(build_cache(
-            &enc,
-            samples,
-            cfg,
-            &to_pixels,
-            &device,
-            show_progress,
-        )?)
-    } else {
-        None
-    };
+    let cache = use_cache
+        .then(|| build_cache(&enc, samples, cfg, &to_pixels, &device, show_progress))
+        .transpose()?;
     let all: Vec<usize> = (0..samples.len()).collect();
     let start = state.logs.len();
     let bar = crate::eval::counting_bar(cfg.epochs, "training", "epochs", show_progress);
@@ -365,56 +419,25 @@ pub fn fit(
         let t0 = Instant::now();
         let lr = schedule.apply(&mut opt, epoch);
         let order = shuffled(&all, cfg.seed, epoch as u64);
-        // Σ batch size × (loss, CE, FR), on the device until the epoch ends.
-        let mut sums = Tensor::zeros(3, candle_core::DType::F32, &device)?;
-        let mut n = 0usize;
-        let mut account = |parts: Tensor, b: usize| -> Result<()> {
-            sums = (&sums + parts.affine(b as f64, 0.0)?)?;
-            n += b;
-            Ok(())
-        };
+        let mut sums = EpochSums::new(&device)?;
         if let Some(cache) = &cache {
             for idx in order.chunks(cfg.batch_size) {
                 let labels: Vec<usize> = idx.iter().map(|&i| samples[i].1).collect();
                 let frozen = gather(cache, idx, &device)?;
-                account(
-                    step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?,
-                    idx.len(),
-                )?;
+                let parts = step(model, &enc, text, &frozen, &labels, cfg, &mut opt)?;
+                sums.add(parts, idx.len())?;
             }
         } else {
-            let transform = if cfg.augment {
-                let (seed, e, crop_scale) = (cfg.seed, epoch as u64, cfg.crop_scale);
-                Transform::custom(size, move |img, item| {
-                    // Seeded by (seed, epoch, image): reproducible whatever the thread order.
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xa06_0000);
-                    rng.set_stream((e << 32) ^ item.index as u64);
-                    Ok(crate::image::augment_coop(&img, size, crop_scale, &mut rng))
-                })
-            } else {
-                Transform::eval(size)
-            };
+            let transform = epoch_transform(cfg, size, epoch);
             let loader = Loader::new(samples.to_vec(), transform, cfg.batch_size, &Device::Cpu)?;
             for batch in loader.batches(order)? {
                 let batch = batch?;
                 let frozen = frozen_part(&enc, &to_pixels(&batch.images)?, &cfg.loss)?;
-                account(
-                    step(model, &enc, text, &frozen, &batch.labels, cfg, &mut opt)?,
-                    batch.labels.len(),
-                )?;
+                let parts = step(model, &enc, text, &frozen, &batch.labels, cfg, &mut opt)?;
+                sums.add(parts, batch.labels.len())?;
             }
         }
-        let n = n.max(1) as f64;
-        let sums = sums.to_vec1::<f32>()?;
-        let [sum, sum_ce, sum_fr] = [0, 1, 2].map(|i| sums[i] as f64);
-        state.logs.push(EpochLog {
-            epoch,
-            loss: sum / n,
-            ce: sum_ce / n,
-            fr: sum_fr / n,
-            lr,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+        let log = sums.log(epoch, lr, t0)?;
         state.momentum = state
             .prompts
             .vars
@@ -422,18 +445,19 @@ pub fn fit(
             .map(|v| opt.momentum_buffer(v).cloned())
             .collect();
         bar.inc(1);
-        bar.set_message(format!("loss {:.3}", sum / n));
+        bar.set_message(format!("loss {:.3}", log.loss));
         crate::eval::progress_line(show_progress, || {
             format!(
                 "training: epoch {}/{}, loss {:.4} (CE {:.4}, FR {:.4}), lr {lr:.2e}, {:.1} s",
                 epoch + 1,
                 cfg.epochs,
-                sum / n,
-                sum_ce / n,
-                sum_fr / n,
+                log.loss,
+                log.ce,
+                log.fr,
                 t0.elapsed().as_secs_f64()
             )
         });
+        state.logs.push(log);
         on_epoch(&state)?;
     }
     bar.finish_and_clear();

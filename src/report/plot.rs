@@ -1,5 +1,5 @@
-//! Reports: JSON written atomically, and PNG plots (plotters rendering into a buffer, encoded by
-//! the `image` crate, text in the embedded DejaVu Sans so no system font is needed).
+//! PNG plots: plotters rendering into a buffer, encoded by the `image` crate and written
+//! atomically, text in the embedded DejaVu Sans so no system font is needed.
 
 use crate::error::{Error, Result};
 use plotters::coord::types::RangedCoordf64;
@@ -27,20 +27,13 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("cannot draw {}: {e}", path.display()))
 }
 
-/// Pretty JSON, written through a temporary file and a rename.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Invalid(format!("cannot serialise {}: {e}", path.display())))?;
-    crate::model::init::write_atomic(path, text.as_bytes())
-}
-
 fn save_png(buf: Vec<u8>, path: &Path) -> Result<()> {
     let img = image::RgbImage::from_raw(W, H, buf)
         .ok_or_else(|| Error::Invalid("plot buffer has the wrong size".into()))?;
-    let tmp = crate::model::init::temp_path(path);
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsio::write_with(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", tmp.display())))
+    })
 }
 
 type Chart<'a, 'b> =
@@ -368,113 +361,5 @@ fn centre_label(labels: &[String], x: f64) -> String {
         labels.get(x.floor() as usize).cloned().unwrap_or_default()
     } else {
         String::new()
-    }
-}
-
-/// The leaves where two JSON values differ, as `path: old → new` (settings a run or a checkpoint
-/// was made with against the ones asked for now).
-pub fn json_differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value::Object;
-        match (a, b) {
-            (Object(x), Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                let null = serde_json::Value::Null;
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    walk(
-                        &p,
-                        x.get(k).unwrap_or(&null),
-                        y.get(k).unwrap_or(&null),
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(format!("{path}: {a} → {b}")),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out
-}
-
-/// JSON for stdout: indented on a terminal, one line otherwise (notebook cells and `jq` read
-/// it line by line).
-pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    use std::io::IsTerminal;
-    let text = if std::io::stdout().is_terminal() {
-        serde_json::to_string_pretty(value)
-    } else {
-        serde_json::to_string(value)
-    }
-    .map_err(|e| Error::Invalid(format!("cannot serialise the output: {e}")))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// Where a report comes from: which rvpt (version, and the git commit it was built from:
-/// `-dirty` with uncommitted changes, `unknown` outside a checkout), when (UTC, RFC 3339), the
-/// command line and, for what ran a model, the device, the dtype and the weights.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Provenance {
-    pub rvpt_version: String,
-    pub rvpt_commit: String,
-    pub date: String,
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dtype: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weights: Option<crate::engine::WeightsUsed>,
-}
-
-impl Provenance {
-    /// This rvpt, now, this command line.
-    pub fn now() -> Self {
-        Self {
-            rvpt_version: env!("CARGO_PKG_VERSION").into(),
-            rvpt_commit: env!("RVPT_COMMIT").into(),
-            date: String::new(),
-            command: std::env::args().collect(),
-            device: None,
-            dtype: None,
-            weights: None,
-        }
-        .stamped()
-    }
-
-    /// The date set to now (a report rewritten later says when).
-    pub fn stamped(mut self) -> Self {
-        self.date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        self
-    }
-
-    pub fn ran_on(mut self, device: &str, dtype: &str) -> Self {
-        self.device = Some(device.into());
-        self.dtype = Some(dtype.into());
-        self
-    }
-
-    pub fn with_weights(mut self, weights: crate::engine::WeightsUsed) -> Self {
-        self.weights = Some(weights);
-        self
-    }
-
-    /// What ran `engine`: its device, dtype and weights.
-    pub fn of_engine(engine: &crate::engine::Engine) -> Self {
-        Self::now()
-            .ran_on(
-                &crate::device::device_name(&engine.device),
-                engine.dtype.as_str(),
-            )
-            .with_weights(engine.weights_used())
     }
 }
