@@ -120,7 +120,7 @@ fn main() -> rvpt::Result<()> {
         &cfg,
         state,
         true,
-        true,
+        rvpt::progress::Progress::Shown,
         &mut |_| Ok(()),
     )?;
     device.synchronize()?;

@@ -162,7 +162,7 @@ fn measure(
         Templates::Single,
         &Device::Cpu,
     )?;
-    let clean = evaluate(&zs, &loader, None, false)?;
+    let clean = evaluate(&zs, &loader, None, rvpt::progress::Progress::Silent)?;
     let target = zs.class_index(target)?;
     let mut asr = Vec::new();
     for (name, t) in triggers {
@@ -172,7 +172,7 @@ fn measure(
             seed: TRIGGER_SEED,
             convention: AsrConvention::ExcludeTarget,
         };
-        let r = evaluate(&zs, &loader, Some(&a), false)?;
+        let r = evaluate(&zs, &loader, Some(&a), rvpt::progress::Progress::Silent)?;
         asr.push((
             name.to_string(),
             r.attack_success_rate.map_or(f64::NAN, |r| r.value),

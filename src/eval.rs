@@ -12,7 +12,6 @@ use crate::metrics::{
 use crate::model::{ops::l2_normalize, Clip};
 use crate::text::{class_text_embeddings_with, ClipTokenizer, Templates};
 use candle_core::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// How pixels become pooled image features: the plain encoder, or one with prompts (RVPT).
 pub trait ImageEncoder {
@@ -176,37 +175,6 @@ pub struct EvalReport {
     pub skipped: Vec<String>,
 }
 
-pub fn progress_bar(len: usize, what: &str, show: bool) -> ProgressBar {
-    counting_bar(len, what, "images", show)
-}
-
-/// A bar that counts `unit` (images, epochs, steps); `what` labels it and the message (set
-/// with `set_message`, e.g. the loss) follows it. Hidden without `show` or off a terminal
-/// (indicatif draws nothing there; `progress_line` says what is happening instead).
-pub fn counting_bar(len: usize, what: &str, unit: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    progress_line(show, || format!("{what}: {len} {unit}"));
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template(&format!(
-        "{{prefix:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} elapsed, eta {{eta}}  {{msg}}"
-    )) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(what.to_string());
-    bar
-}
-
-/// One line of progress on stderr when it is not a terminal (a log file, a notebook cell),
-/// where bars are not drawn: long jobs are not silent there.
-pub fn progress_line(show: bool, line: impl FnOnce() -> String) {
-    use std::io::IsTerminal;
-    if show && !std::io::stderr().is_terminal() {
-        eprintln!("{}", line());
-    }
-}
-
 /// Applies `f(image, sample index)` to every image of a batch.
 pub(crate) fn per_image(
     batch: &Batch,
@@ -223,9 +191,9 @@ pub fn evaluate(
     zs: &Classifier,
     loader: &Loader,
     attack: Option<&Attack>,
-    show_progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<EvalReport> {
-    Ok(evaluate_with_resistivity(zs, loader, attack, &[], 0, false, show_progress)?.0)
+    Ok(evaluate_with_resistivity(zs, loader, attack, &[], 0, false, progress)?.0)
 }
 
 /// PR of one perturbation, with the layer-wise [CLS] cosine profile when asked for.
@@ -243,20 +211,13 @@ pub fn resistivity(
     perturbations: &[Perturbation],
     seed: u64,
     layerwise: bool,
-    show_progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<Vec<PerturbationResult>> {
     if perturbations.is_empty() {
         return Err(Error::Invalid("no perturbations given".into()));
     }
-    let pass = evaluate_with_resistivity(
-        zs,
-        loader,
-        None,
-        perturbations,
-        seed,
-        layerwise,
-        show_progress,
-    )?;
+    let pass =
+        evaluate_with_resistivity(zs, loader, None, perturbations, seed, layerwise, progress)?;
     Ok(pass.1)
 }
 
@@ -270,9 +231,9 @@ pub fn evaluate_with_resistivity(
     perturbations: &[Perturbation],
     seed: u64,
     layerwise: bool,
-    show_progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<(EvalReport, Vec<PerturbationResult>)> {
-    let bar = progress_bar(loader.len(), "evaluating", show_progress);
+    let bar = progress.images(loader.len(), "evaluating");
     let shared_trigger = attack.and_then(|a| {
         perturbations.iter().position(|p| {
             matches!(p, Perturbation::Trigger(t) if t.name() == a.trigger.name()) && seed == a.seed

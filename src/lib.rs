@@ -20,6 +20,7 @@ pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod progress;
 pub mod report;
 pub mod text;
 pub mod toy;

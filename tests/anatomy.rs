@@ -176,7 +176,7 @@ fn pushes(model: &Clip, dir: &std::path::Path) -> Vec<(Component, f64)> {
         prompted_blocks: rvpt::train::rvpt::PromptPlacement::Last(6),
         top: 5,
     };
-    let r = trigger_push(&zs, &loader, &spec, None, false).unwrap();
+    let r = trigger_push(&zs, &loader, &spec, None, rvpt::progress::Progress::Silent).unwrap();
     assert_eq!(r.images, 90, "images outside the target class");
     let total: f64 = r.components.iter().map(|c| c.push).sum();
     assert!((total - r.total_push).abs() < 1e-9);

@@ -264,13 +264,35 @@ fn one_pass_evaluation_equals_separate_passes() {
     fn json<T: serde::Serialize>(v: &T) -> String {
         serde_json::to_string(v).unwrap()
     }
-    let separate_eval = evaluate(&zs, &loader, Some(&attack), false).unwrap();
+    let separate_eval = evaluate(
+        &zs,
+        &loader,
+        Some(&attack),
+        rvpt::progress::Progress::Silent,
+    )
+    .unwrap();
     // With the trigger among the perturbations (shared pass) and without it (own pass).
     for perturb in [vec!["noise:0.03", spec], vec!["flip"]] {
         let perts: Vec<Perturbation> = perturb.iter().map(|p| p.parse().unwrap()).collect();
-        let separate_pr = resistivity(&zs, &loader, &perts, 7, true, false).unwrap();
-        let (eval, pr) =
-            evaluate_with_resistivity(&zs, &loader, Some(&attack), &perts, 7, true, false).unwrap();
+        let separate_pr = resistivity(
+            &zs,
+            &loader,
+            &perts,
+            7,
+            true,
+            rvpt::progress::Progress::Silent,
+        )
+        .unwrap();
+        let (eval, pr) = evaluate_with_resistivity(
+            &zs,
+            &loader,
+            Some(&attack),
+            &perts,
+            7,
+            true,
+            rvpt::progress::Progress::Silent,
+        )
+        .unwrap();
         assert_eq!(json(&eval), json(&separate_eval));
         assert_eq!(json(&pr), json(&separate_pr));
     }

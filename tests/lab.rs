@@ -286,7 +286,10 @@ fn label_consistent_attack_runs_end_to_end() {
     let (ok, _, err) = attack("lc", "heart", &["--poison-caption", "a {}"]);
     assert!(!ok && err.contains("keeps captions"), "{err}");
     let (ok, _, err) = attack("badnet", "heart", &["--pgd-eps", "0.1"]);
-    assert!(!ok && err.contains("--trigger lc only"), "{err}");
+    assert!(
+        !ok && err.contains("applies to label-consistent poisoning (trigger lc) only"),
+        "{err}"
+    );
     let (ok, _, err) = attack("lc", "unicorn", &["--poison-rate", "0.1"]);
     assert!(
         !ok && err.contains("no caption names the target class `unicorn`"),

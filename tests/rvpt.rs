@@ -212,7 +212,7 @@ fn fit_tiny(
         cfg,
         state,
         use_cache,
-        false,
+        rvpt::progress::Progress::Silent,
         on_epoch,
     )
 }
@@ -322,10 +322,30 @@ fn prompt_and_repel_blocks_parse_and_refuse_what_cannot_work() {
     assert_eq!(inclusive.resolve(12).unwrap(), 3..6);
     for bad in ["0", "13", "4..4", "6..13"] {
         let p: PromptPlacement = bad.parse().unwrap();
-        let err = p.resolve(12).unwrap_err().to_string();
-        assert!(err.contains("--prompt-blocks"), "{bad}: {err}");
+        // The library names the setting in its terms; the command line renders it as a flag.
+        let err = p.resolve(12).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rvpt::Error::Setting {
+                    setting: rvpt::Setting::PromptBlocks,
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+        let shown = rvpt::cli::flags::describe(&err);
+        assert!(
+            shown.starts_with(&format!("--prompt-blocks {bad}:")),
+            "{shown}"
+        );
     }
     assert!("six".parse::<PromptPlacement>().is_err());
+    // The default follows the depth: the last half (the paper's 6 of 12), at least one.
+    let half: PromptPlacement = "half".parse().unwrap();
+    assert_eq!(half.resolve(12).unwrap(), 6..12);
+    assert_eq!(half.resolve(4).unwrap(), 2..4);
+    assert_eq!(half.resolve(1).unwrap(), 0..1);
 
     let repel: RepelAt = "9..=11".parse().unwrap();
     assert_eq!(repel, RepelAt::Blocks(vec![9, 10, 11]));

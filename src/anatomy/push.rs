@@ -10,7 +10,7 @@ use super::decompose::{components, decompose, Component};
 use crate::attacks::Trigger;
 use crate::data::Loader;
 use crate::error::{Error, Result};
-use crate::eval::{per_image, progress_bar, Classifier};
+use crate::eval::{per_image, Classifier};
 use crate::metrics::{argmax_rows, Rate};
 use crate::train::rvpt::{DeepPrompts, PromptPlacement};
 use candle_core::{DType, Tensor, D};
@@ -123,7 +123,7 @@ pub fn trigger_push(
     loader: &Loader,
     spec: &PushSpec,
     prompts: Option<&DeepPrompts>,
-    show_progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<AnatomyReport> {
     let vcfg = zs.model.config().vision_config.clone();
     let (layers, heads) = (vcfg.num_hidden_layers, vcfg.num_attention_heads);
@@ -131,7 +131,7 @@ pub fn trigger_push(
     let comps = components(layers, heads);
     let mut sums = vec![0f64; comps.len()];
     let (mut images, mut hits) = (0usize, 0usize);
-    let bar = progress_bar(loader.len(), "anatomy", show_progress);
+    let bar = progress.images(loader.len(), "anatomy");
     let mut batches = loader.all()?;
     for batch in batches.by_ref() {
         let batch = batch?;

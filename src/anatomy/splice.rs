@@ -58,7 +58,12 @@ pub fn splice_test(
         ] {
             let spliced =
                 Classifier::with_text(model, model, &zs.classes, &zs.text, zs.head.clone());
-            let r = evaluate(&spliced, loader, Some(attack), false)?;
+            let r = evaluate(
+                &spliced,
+                loader,
+                Some(attack),
+                crate::progress::Progress::Silent,
+            )?;
             rows.push(SpliceRow {
                 backdoored_part: part,
                 k,

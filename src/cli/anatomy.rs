@@ -75,7 +75,13 @@ pub fn run(args: Args) -> crate::Result<()> {
         },
         top: args.top,
     };
-    let report = trigger_push(&zs, &loader, &spec, prompts.as_ref(), !args.json)?;
+    let report = trigger_push(
+        &zs,
+        &loader,
+        &spec,
+        prompts.as_ref(),
+        crate::progress::Progress::shown(!args.json),
+    )?;
     if let Some(png) = &args.png {
         let name = match &args.prompts.prompts {
             Some(_) => format!("{} + prompts", args.model.weights),

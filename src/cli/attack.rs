@@ -144,11 +144,10 @@ pub fn run(args: Args) -> crate::Result<()> {
                     println!("{line}");
                 }
             }
-            *bar.borrow_mut() = Some(crate::eval::counting_bar(
+            *bar.borrow_mut() = Some(crate::progress::Progress::shown(!args.json).counter(
                 p.steps,
                 "poisoning",
                 "steps",
-                !args.json,
             ));
         },
         &mut |r| {

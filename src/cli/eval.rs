@@ -61,7 +61,12 @@ pub fn run(args: Args) -> crate::Result<()> {
         }),
         _ => None,
     };
-    let report = evaluate(&zs, &loader, attack.as_ref(), !args.json)?;
+    let report = evaluate(
+        &zs,
+        &loader,
+        attack.as_ref(),
+        crate::progress::Progress::shown(!args.json),
+    )?;
     if args.json {
         return print_json(&serde_json::json!({
             "weights": engine.weights.source,

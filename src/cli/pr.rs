@@ -51,7 +51,7 @@ pub fn run(args: Args) -> crate::Result<()> {
         &perturbations,
         args.trigger_seed,
         args.layerwise,
-        !args.json,
+        crate::progress::Progress::shown(!args.json),
     )?;
     if args.json {
         return print_json(&serde_json::json!({

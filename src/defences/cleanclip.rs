@@ -170,7 +170,7 @@ pub fn fine_tune(ctx: &DefenceContext, cfg: &CleanClipConfig, out_dir: &Path) ->
         .iter()
         .map(|(p, _)| crate::image::load_unit(p, ctx.image_size, &Device::Cpu))
         .collect::<Result<_>>()?;
-    let bar = crate::eval::counting_bar(cfg.epochs, "CleanCLIP", "epochs", ctx.show_progress);
+    let bar = ctx.progress.counter(cfg.epochs, "CleanCLIP", "epochs");
     let ops = VIEW_OPS
         .iter()
         .map(|spec| Perturbation::parse(spec))

@@ -168,7 +168,7 @@ pub struct DefenceContext<'a> {
     pub device: Device,
     /// sha256 of the backdoored checkpoint, recorded in prompt checkpoints.
     pub base_sha256: String,
-    pub show_progress: bool,
+    pub progress: crate::progress::Progress,
     /// Continue a prompt checkpoint of the same settings and weights, reuse a finished
     /// CleanCLIP model of the same settings (`--restart` turns it off).
     pub resume: bool,
@@ -211,9 +211,8 @@ fn fine_tuned(ctx: &DefenceContext, out: &Outputs) -> Result<Clip> {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         if earlier.as_ref() == Some(&settings) {
-            if ctx.show_progress {
-                eprintln!("reusing the CleanCLIP model in {}", dir.display());
-            }
+            ctx.progress
+                .note(|| format!("reusing the CleanCLIP model in {}", dir.display()));
             let engine =
                 crate::engine::Engine::load(&dir.display().to_string(), &ctx.device, ctx.dtype)?;
             return Ok(engine.model);

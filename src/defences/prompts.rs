@@ -65,7 +65,7 @@ pub fn train(
         &cfg,
         state,
         use_cache,
-        ctx.show_progress,
+        ctx.progress,
         &mut save,
     )?;
     Ok((state.prompts, state.logs))
@@ -108,14 +108,14 @@ fn resume(
             logs.len()
         )));
     }
-    if ctx.show_progress {
-        eprintln!(
+    ctx.progress.note(|| {
+        format!(
             "resuming {} at epoch {} of {}",
             file.display(),
             logs.len(),
             ctx.rvpt.epochs
-        );
-    }
+        )
+    });
     Ok(FitState {
         prompts: ck.prompts,
         momentum: ck.momentum,

@@ -53,7 +53,7 @@ pub struct DefendSettings {
     pub eval_batch: usize,
     /// Also measure the trigger's anatomy (`rvpt anatomy`) before and after each defence.
     pub anatomy: bool,
-    pub show_progress: bool,
+    pub progress: crate::progress::Progress,
     /// Continue a prompt training from its checkpoint (same settings and weights), reuse a
     /// finished CleanCLIP model; off with `--restart`.
     pub resume: bool,
@@ -100,7 +100,7 @@ fn measure(
     attack: &Attack,
     perturbations: &[Perturbation],
     seed: u64,
-    progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<(Rate, Rate, Vec<PerturbationResult>)> {
     let (report, pr) = evaluate_with_resistivity(
         zs,
@@ -202,7 +202,7 @@ fn transfer_eval(
     if attack.is_none() {
         result.note = Some(format!("no class `{target}`: CA only"));
     }
-    let r = crate::eval::evaluate(&zs, &set.loader, attack.as_ref(), s.show_progress)?;
+    let r = crate::eval::evaluate(&zs, &set.loader, attack.as_ref(), s.progress)?;
     result.clean_accuracy = Some(r.clean_accuracy);
     result.attack_success_rate = r.attack_success_rate;
     Ok(result)
@@ -333,7 +333,7 @@ impl Bench<'_> {
             self.attack,
             &s.perturbations,
             s.eval_seed,
-            s.show_progress,
+            s.progress,
         )?;
         let transfer = self
             .transfer
@@ -357,7 +357,7 @@ impl Bench<'_> {
                 self.loader,
                 self.push,
                 defended.prompts.as_ref(),
-                s.show_progress,
+                s.progress,
             )?)
         } else {
             None
@@ -463,7 +463,7 @@ pub fn defend_case(
         dtype: s.dtype,
         device: s.device.clone(),
         base_sha256: sha.clone().unwrap_or_default(),
-        show_progress: s.show_progress,
+        progress: s.progress,
         resume: s.resume,
     };
     let bench = Bench {

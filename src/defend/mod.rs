@@ -56,9 +56,9 @@ pub fn run(plan: DefendPlan, json: bool) -> Result<DefendReport> {
         perturbations.push(Perturbation::parse(&case.trigger)?);
         settings.perturbations = perturbations;
         let before = earlier.iter().find(|c| c.case.name == case.name);
-        if settings.show_progress {
-            eprintln!("defending {} ({})", case.name, case.weights);
-        }
+        settings
+            .progress
+            .note(|| format!("defending {} ({})", case.name, case.weights));
         let mut write_partial = |partial: &CaseResult| -> Result<()> {
             let mut r = report.clone();
             r.cases.push(partial.clone());

@@ -334,7 +334,7 @@ impl DefendPlan {
             eval_seed: self.trigger_seed,
             eval_batch: 256,
             anatomy: self.anatomy,
-            show_progress: self.progress,
+            progress: crate::progress::Progress::shown(self.progress),
             resume: !self.restart,
         };
         Ok(Prepared {

@@ -225,12 +225,17 @@ fn gather(cache: &Frozen, idx: &[usize], device: &Device) -> Result<Frozen> {
 /// Where a prefix cache of `bytes` for `images` images lives: on the training `device` when it
 /// takes at most half of its free memory ([`crate::device::cache_fits`]), else in host memory,
 /// each batch then copied over. Says which in the log.
-fn cache_home(device: &Device, bytes: u64, images: usize, show_progress: bool) -> Device {
+fn cache_home(
+    device: &Device,
+    bytes: u64,
+    images: usize,
+    progress: crate::progress::Progress,
+) -> Device {
     let free = crate::device::free_memory(device);
     let fits = crate::device::cache_fits(bytes, free);
     let name = crate::device::device_name(device);
     let (mb, free_mb) = (bytes as f64 / 1e6, free.unwrap_or(0) as f64 / 1e6);
-    if !fits && show_progress {
+    if !fits && progress.is_shown() {
         // A warning, shown even where progress bars are (a terminal).
         if device.is_cpu() {
             eprintln!("prefix cache: {mb:.0} MB is more than half of the {free_mb:.0} MB of host memory available");
@@ -241,9 +246,7 @@ fn cache_home(device: &Device, bytes: u64, images: usize, show_progress: bool) -
     if !fits && !device.is_cpu() {
         return Device::Cpu;
     }
-    crate::eval::progress_line(show_progress, || {
-        format!("prefix cache: {images} images, {mb:.0} MB on {name}")
-    });
+    progress.line(|| format!("prefix cache: {images} images, {mb:.0} MB on {name}"));
     device.clone()
 }
 
@@ -255,7 +258,7 @@ fn build_cache(
     cfg: &RvptConfig,
     pixels: &dyn Fn(&Tensor) -> Result<Tensor>,
     device: &Device,
-    show_progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<Frozen> {
     let size = enc.vision.config().image_size as u32;
     let loader = Loader::new(
@@ -264,7 +267,7 @@ fn build_cache(
         cfg.batch_size,
         &Device::Cpu,
     )?;
-    let bar = crate::eval::counting_bar(samples.len(), "caching", "images", show_progress);
+    let bar = progress.counter(samples.len(), "caching", "images");
     let mut home: Option<Device> = None;
     let (mut prefixes, mut targets) = (Vec::new(), Vec::new());
     for batch in loader.all()? {
@@ -278,7 +281,7 @@ fn build_cache(
                 let per_image =
                     (bytes_of(&f.prefix) + bytes_of(&f.target)) / batch.labels.len() as u64;
                 let bytes = per_image * samples.len() as u64;
-                home.insert(cache_home(device, bytes, samples.len(), show_progress))
+                home.insert(cache_home(device, bytes, samples.len(), progress))
             }
         };
         prefixes.push(f.prefix.to_device(home)?);
@@ -393,7 +396,7 @@ pub fn fit(
     cfg: &RvptConfig,
     mut state: FitState,
     use_cache: bool,
-    show_progress: bool,
+    progress: crate::progress::Progress,
     on_epoch: &mut dyn FnMut(&FitState) -> Result<()>,
 ) -> Result<FitState> {
     check_settings(samples, cfg, use_cache)?;
@@ -409,11 +412,11 @@ pub fn fit(
         Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
     };
     let cache = use_cache
-        .then(|| build_cache(&enc, samples, cfg, &to_pixels, &device, show_progress))
+        .then(|| build_cache(&enc, samples, cfg, &to_pixels, &device, progress))
         .transpose()?;
     let all: Vec<usize> = (0..samples.len()).collect();
     let start = state.logs.len();
-    let bar = crate::eval::counting_bar(cfg.epochs, "training", "epochs", show_progress);
+    let bar = progress.counter(cfg.epochs, "training", "epochs");
     bar.set_position(start as u64);
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
@@ -446,7 +449,7 @@ pub fn fit(
             .collect();
         bar.inc(1);
         bar.set_message(format!("loss {:.3}", log.loss));
-        crate::eval::progress_line(show_progress, || {
+        progress.line(|| {
             format!(
                 "training: epoch {}/{}, loss {:.4} (CE {:.4}, FR {:.4}), lr {lr:.2e}, {:.1} s",
                 epoch + 1,
