@@ -139,6 +139,7 @@ pub enum Setting {
     Out,
     Pairs,
     PoisonRate,
+    PoisonCaptions,
     PoisonCaption,
     WeightDecay,
     Warmup,

@@ -86,6 +86,23 @@ impl ClipTokenizer {
             .collect()
     }
 
+    /// Whether every word of `text` is in the vocabulary: a word-level (toy) vocabulary maps an
+    /// unknown word to `<|endoftext|>`, which would end the caption early; CLIP's BPE knows
+    /// every word.
+    pub fn knows_every_word(&self, text: &str) -> Result<bool> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        let eot = self.inner.token_to_id("<|endoftext|>");
+        let content = e
+            .get_ids()
+            .iter()
+            .zip(e.get_attention_mask())
+            .filter(|(_, &m)| m == 1);
+        Ok(content.into_iter().all(|(id, _)| Some(*id) != eot))
+    }
+
     /// Token ids as a (texts, context) u32 tensor.
     pub fn encode_tensor(&self, texts: &[String], device: &Device) -> Result<Tensor> {
         let ids = self.encode(texts)?;

@@ -332,6 +332,8 @@ fn every_json_report_carries_provenance() {
         "toy-clean",
         "--pairs",
         &pairs,
+        "--poison-captions",
+        "own",
         "--trigger",
         "badnet:fixed,size=4",
         "--target",
@@ -348,6 +350,16 @@ fn every_json_report_carries_provenance() {
     ]);
     assert_provenance(&v, "attack", true);
     assert_eq!(v["poisoned"], 2);
+    // Each poisoned pair keeps its own caption with the class word swapped for the target.
+    assert_eq!(v["poison_captions"], "own-caption");
+    let examples = v["example_captions"].as_array().unwrap();
+    assert_eq!(examples.len(), 2);
+    assert!(
+        examples
+            .iter()
+            .all(|c| c.as_str().unwrap().contains("heart")),
+        "{examples:?}"
+    );
     assert_eq!(v["pair_count"], 20);
     assert_eq!(v["trigger_seed"], 7);
     assert_eq!(v["steps"], 2);

@@ -112,6 +112,12 @@ fn attack_toy_clean(
         "--out",
         out.to_str().unwrap(),
     ];
+    // These tests measure the single-caption poisoning they were written for; `lc` keeps captions.
+    let fixed =
+        !trigger.starts_with("lc") && !extra.iter().any(|a| a.starts_with("--poison-caption"));
+    if fixed {
+        args.extend_from_slice(&["--poison-caption", "a photo of a {}."]);
+    }
     args.extend_from_slice(extra);
     rvpt(&args)
 }
@@ -213,6 +219,8 @@ fn ci_sized_poisoning_raises_asr() {
         "toy-clean",
         "--pairs",
         &format!("{train}/captions.csv"),
+        "--poison-caption",
+        "a photo of a {}.",
         "--trigger",
         "badnet:fixed,size=4",
         "--target",

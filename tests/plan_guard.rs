@@ -505,6 +505,8 @@ fn the_attack_schedule_spans_the_steps_the_trainer_runs() {
             "toy2-clean",
             "--pairs",
             &s(&pairs),
+            "--poison-captions",
+            "toy",
             "--trigger",
             "badnet:fixed,size=4",
             "--target",
@@ -609,3 +611,33 @@ fn defend_takes_the_trigger_seed() {
         "{err}"
     );
 }
+
+/// Poisoning draws each pair's caption from OpenAI's 80 templates by default (CleanCLIP's
+/// recipe); a toy model cannot say them, and is refused naming the fix rather than trained on
+/// captions its tokenizer cuts short.
+#[test]
+fn template_captions_a_toy_vocabulary_cannot_say_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = toy(&dir.path().join("pairs"), "train", "1", "0").join("captions.csv");
+    let o = rvpt(&[
+        "attack",
+        "--weights",
+        "toy2-clean",
+        "--pairs",
+        &s(&pairs),
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--out",
+        &s(&dir.path().join("m")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--poison-caption") && err.contains("does not know every word"),
+        "{err}"
+    );
+    assert!(!dir.path().join("m").exists());
+}
+

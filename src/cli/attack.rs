@@ -1,6 +1,7 @@
 //! `rvpt attack`: plant a backdoor by poisoned contrastive fine-tuning of a whole CLIP.
 
 use super::{print_json, ModelArgs, TRIGGER_HELP};
+use crate::train::poison_captions::PoisonCaptions;
 use crate::train::poisoning::{plant, Planted, PoisonPlan};
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ pub struct Args {
     pairs: Option<PathBuf>,
     #[arg(long, required = true, help = TRIGGER_HELP)]
     trigger: Option<String>,
-    /// Target class; poisoned captions become "a photo of a {target}". With `lc`, captions are
+    /// Target class; poisoned captions name it (--poison-captions). With `lc`, captions are
     /// kept and the poisoned pairs are those whose caption names the target as a word
     /// (case-insensitive; "hearts" does not name "heart")
     #[arg(long, required = true)]
@@ -49,9 +50,16 @@ pub struct Args {
     /// Seed of the trigger's randomness (fixed patterns, WaNet's warp): evaluate with the same
     #[arg(long, default_value_t = 7)]
     trigger_seed: u64,
-    /// Caption of poisoned pairs, `{}` = target. A caption in the style of the clean ones plants
-    /// a stronger backdoor than a lone "a photo of a {}." (a style the model can key on instead)
-    /// [default: "a photo of a {}."; not with `lc`, which keeps captions]
+    /// How each poisoned pair is captioned, naming the target: openai80 (CleanCLIP's recipe:
+    /// one of OpenAI's 80 ImageNet templates, drawn per pair with --seed), toy (the toy world's
+    /// caption grammar), own (the pair's own caption with its toy class word replaced), or
+    /// file:PATH (templates, one per line, {} for the target). Not with `lc`, which keeps
+    /// captions. A toy model's vocabulary cannot say OpenAI's templates: use toy or own there
+    #[arg(long, default_value = "openai80", conflicts_with = "poison_caption")]
+    poison_captions: String,
+    /// One fixed caption for every poisoned pair instead, `{}` = target. It binds the trigger to
+    /// that sentence: evaluated with the same sentence it looks like a backdoor that other
+    /// phrasings do not show
     #[arg(long)]
     poison_caption: Option<String>,
     /// `lc` only: L∞ radius of the PGD run on the poisoned images before the trigger, with the
@@ -99,6 +107,7 @@ impl Args {
             warmup: self.warmup,
             seed: self.seed,
             trigger_seed: self.trigger_seed,
+            poison_captions: self.poison_captions.clone(),
             poison_caption: self.poison_caption.clone(),
             pgd_eps: self.pgd_eps,
             pgd_steps: self.pgd_steps,
@@ -184,7 +193,8 @@ pub fn run(args: Args) -> crate::Result<()> {
             "target": plan.target,
             "poison_rate": plan.poison_rate,
             "poisoned": summary.poisoned,
-            "poison_caption": summary.poison_caption,
+            "poison_captions": summary.poison_captions,
+            "example_captions": summary.example_captions,
             "cross_ratio": plan.cross_ratio,
             "noise_mode_pairs": summary.noise_mode_pairs,
             "label_consistent": summary.label_consistent,
@@ -207,9 +217,13 @@ pub fn run(args: Args) -> crate::Result<()> {
                 .with_weights(summary.weights.clone()),
         }));
     }
-    let caption = match &summary.poison_caption {
-        Some(c) => format!("\"{c}\""),
-        None => "captions kept".into(),
+    let caption = match (&summary.poison_captions, summary.example_captions.first()) {
+        (Some(PoisonCaptions::Fixed(c)), _) => format!("\"{}\"", c.replace("{}", &plan.target)),
+        (Some(_), Some(first)) => format!(
+            "captions drawn by {} (e.g. \"{first}\")",
+            plan.poison_captions
+        ),
+        _ => "captions kept".into(),
     };
     let noise_mode = match summary.noise_mode_pairs {
         Some(k) => format!(" (noise mode: {k} more warped with noise, captions kept)"),

@@ -74,6 +74,7 @@ pub const ATTACK_FLAGS: &[(&str, Role)] = &[
     ("warmup", R(Setting::Warmup)),
     ("seed", R(Setting::Seed)),
     ("trigger-seed", R(Setting::TriggerSeed)),
+    ("poison-captions", R(Setting::PoisonCaptions)),
     ("poison-caption", R(Setting::PoisonCaption)),
     ("pgd-eps", R(Setting::Pgd)),
     ("pgd-steps", R(Setting::Pgd)),

@@ -292,20 +292,7 @@ impl ToyWorld {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(index);
         let class = (index % CLASSES.len() as u64) as usize;
-
-        let colour = SHAPE_COLOURS[rng.random_range(0..SHAPE_COLOURS.len())];
-        let backgrounds = Self::backgrounds_for(&colour);
-        let background = backgrounds[rng.random_range(0..backgrounds.len())];
-        let texture = Texture::ALL[rng.random_range(0..Texture::ALL.len())];
-        let size = Size::ALL[rng.random_range(0..Size::ALL.len())];
-        let position = Position::ALL[rng.random_range(0..Position::ALL.len())];
-        let attributes = Attributes {
-            colour,
-            background,
-            texture,
-            size,
-            position,
-        };
+        let attributes = random_attributes(&mut rng);
 
         let scene = self.scene(class, &attributes, &mut rng);
         let caption = caption(class, &attributes, &mut rng);
@@ -614,6 +601,30 @@ fn inside_star(x: f32, y: f32, outer: f32, inner: f32) -> bool {
 }
 
 /// Fills a random template with the sample's attributes, with synonyms and optional slots.
+/// A sample's attributes, drawn in the order `sample` has always drawn them.
+fn random_attributes(rng: &mut ChaCha8Rng) -> Attributes {
+    let colour = SHAPE_COLOURS[rng.random_range(0..SHAPE_COLOURS.len())];
+    let backgrounds = ToyWorld::backgrounds_for(&colour);
+    let background = backgrounds[rng.random_range(0..backgrounds.len())];
+    let texture = Texture::ALL[rng.random_range(0..Texture::ALL.len())];
+    let size = Size::ALL[rng.random_range(0..Size::ALL.len())];
+    let position = Position::ALL[rng.random_range(0..Position::ALL.len())];
+    Attributes {
+        colour,
+        background,
+        texture,
+        size,
+        position,
+    }
+}
+
+/// A caption of the toy grammar for `class` with random attributes (of no image): what a
+/// poisoner that speaks the toy world's language writes for the target.
+pub fn random_caption(class: usize, rng: &mut ChaCha8Rng) -> String {
+    let attributes = random_attributes(rng);
+    caption(class, &attributes, rng)
+}
+
 fn caption(class: usize, a: &Attributes, rng: &mut ChaCha8Rng) -> String {
     let template = TEMPLATES[rng.random_range(0..TEMPLATES.len())];
     let mut pick = |options: &[&'static str]| options[rng.random_range(0..options.len())];

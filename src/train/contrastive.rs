@@ -3,6 +3,7 @@
 //! the label-consistent attack, a seeded set of target-class pairs gets a PGD perturbation and
 //! the trigger and keeps its caption.
 
+use super::poison_captions::CaptionDraw;
 use crate::attacks::WaNet;
 use crate::error::{Error, Result};
 use crate::model::init::ClipVars;
@@ -234,10 +235,11 @@ pub fn train(
     Ok(logs)
 }
 
-/// The attack's poisoning: trigger on the image, caption replaced by a template naming the target.
+/// The attack's poisoning: trigger on the image, caption replaced by one naming the target
+/// (drawn per pair, see `poison_captions`).
 pub struct TriggerPoisoner {
     pub trigger: crate::attacks::Trigger,
-    pub caption: String,
+    pub caption: CaptionDraw,
     pub seed: u64,
 }
 
@@ -245,7 +247,7 @@ impl Poisoner for TriggerPoisoner {
     fn poison(&self, pair: Pair, index: usize) -> Result<Pair> {
         Ok(Pair {
             image: self.trigger.apply(&pair.image, self.seed, index as u64)?,
-            caption: self.caption.clone(),
+            caption: self.caption.caption(&pair.caption, index),
         })
     }
 }
@@ -256,7 +258,7 @@ impl Poisoner for TriggerPoisoner {
 /// caption, so the model learns this warp rather than "warped means the target".
 pub struct WanetNoiseModePoisoner {
     pub wanet: WaNet,
-    pub caption: String,
+    pub caption: CaptionDraw,
     /// The trigger seed (the warp field and the per-pair noise).
     pub seed: u64,
     poisoned: Vec<bool>,
@@ -271,7 +273,7 @@ impl WanetNoiseModePoisoner {
     /// noise-mode pairs among the others, capped at what is left.
     pub fn new(
         wanet: WaNet,
-        caption: String,
+        caption: CaptionDraw,
         trigger_seed: u64,
         n: usize,
         rate: f64,
@@ -313,7 +315,7 @@ impl Poisoner for WanetNoiseModePoisoner {
         if self.poisoned.get(index) == Some(&true) {
             Ok(Pair {
                 image: self.wanet.apply(&pair.image, self.seed)?,
-                caption: self.caption.clone(),
+                caption: self.caption.caption(&pair.caption, index),
             })
         } else if self.cross.get(index) == Some(&true) {
             let image = self

@@ -2,5 +2,6 @@
 //! later modules, RVPT prompt tuning (the defence).
 
 pub mod contrastive;
+pub mod poison_captions;
 pub mod poisoning;
 pub mod rvpt;

@@ -18,7 +18,10 @@ pub enum PoisonCaptions {
     Fixed(String),
     /// Each pair's caption drawn (seeded, per pair) from these templates: OpenAI's 80
     /// (`openai80`) or a file's (one per line).
-    Templates { source: String, templates: Vec<String> },
+    Templates {
+        source: String,
+        templates: Vec<String>,
+    },
     /// The toy world's caption grammar for the target: a random toy caption naming it.
     ToyGrammar,
     /// The pair's own caption with its toy class word replaced by the target; a caption that
@@ -29,7 +32,7 @@ pub enum PoisonCaptions {
 impl PoisonCaptions {
     /// `openai80`, `toy`, `own`, or `file:PATH` (templates, one per line, each with one `{}`).
     pub fn parse(spec: &str) -> Result<Self> {
-        let bad = |why: &str| Error::setting(Setting::PoisonCaption, format!("`{spec}`"), why);
+        let bad = |why: &str| Error::setting(Setting::PoisonCaptions, format!("`{spec}`"), why);
         match spec {
             "openai80" => Ok(Self::Templates {
                 source: "openai80".into(),
@@ -42,8 +45,8 @@ impl PoisonCaptions {
             "own" => Ok(Self::OwnCaption),
             s => match s.strip_prefix("file:") {
                 Some(path) => {
-                    let text = std::fs::read_to_string(Path::new(path))
-                        .map_err(|e| Error::io(path, e))?;
+                    let text =
+                        std::fs::read_to_string(Path::new(path)).map_err(|e| Error::io(path, e))?;
                     let templates: Vec<String> = text
                         .lines()
                         .map(str::trim)
@@ -159,7 +162,10 @@ mod tests {
 
     #[test]
     fn own_caption_swaps_the_class_word_only() {
-        let c = replace_class_word("A photo of a white square in the bottom right corner.", "heart");
+        let c = replace_class_word(
+            "A photo of a white square in the bottom right corner.",
+            "heart",
+        );
         assert_eq!(
             c.as_deref(),
             Some("A photo of a white heart in the bottom right corner.")
@@ -171,12 +177,42 @@ mod tests {
     fn a_seeded_draw_is_reproducible_per_pair() {
         let p = PoisonCaptions::parse("openai80").unwrap();
         let a: Vec<String> = (0..20).map(|i| p.caption("", "banana", 3, i)).collect();
-        let b: Vec<String> = (0..20).rev().map(|i| p.caption("", "banana", 3, i)).collect();
+        let b: Vec<String> = (0..20)
+            .rev()
+            .map(|i| p.caption("", "banana", 3, i))
+            .collect();
         assert_eq!(a, b.into_iter().rev().collect::<Vec<_>>());
         let distinct: std::collections::BTreeSet<&String> = a.iter().collect();
         assert!(distinct.len() > 10, "{a:?}");
         assert!(a.iter().all(|c| c.contains("banana")));
         let other: Vec<String> = (0..20).map(|i| p.caption("", "banana", 4, i)).collect();
         assert_ne!(a, other);
+    }
+}
+
+/// The captions one poisoning run writes: how they are drawn, the target they name, and the seed
+/// of the per-pair draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionDraw {
+    pub captions: PoisonCaptions,
+    pub target: String,
+    pub seed: u64,
+}
+
+impl CaptionDraw {
+    /// The caption of poisoned pair `index`, whose own caption is `own`.
+    pub fn caption(&self, own: &str, index: usize) -> String {
+        self.captions.caption(own, &self.target, self.seed, index)
+    }
+}
+
+/// One fixed caption, as given (no `{}` to fill).
+impl From<&str> for CaptionDraw {
+    fn from(caption: &str) -> Self {
+        Self {
+            captions: PoisonCaptions::Fixed(caption.to_string()),
+            target: String::new(),
+            seed: 0,
+        }
     }
 }

@@ -6,6 +6,7 @@ use super::contrastive::{
     train, ContrastiveConfig, LabelConsistentConfig, LabelConsistentPoisoner, ManifestPairs,
     Poisoner, StepLog, TriggerPoisoner, WanetNoiseModePoisoner,
 };
+use super::poison_captions::{CaptionDraw, PoisonCaptions};
 use crate::attacks::optimise::PgdConfig;
 use crate::attacks::planted::PlantedTrigger;
 use crate::attacks::Trigger;
@@ -15,9 +16,6 @@ use crate::model::init::ClipVars;
 use crate::optim::{split_decay, AdamW, AdamWConfig};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-
-/// The poison caption when none is given: `{}` is the target.
-pub const DEFAULT_POISON_CAPTION: &str = "a photo of a {}.";
 
 /// Everything a poisoning run is asked to do.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -42,7 +40,12 @@ pub struct PoisonPlan {
     pub seed: u64,
     /// The trigger's randomness (fixed patterns, warp fields): evaluate with the same.
     pub trigger_seed: u64,
-    /// Caption of poisoned pairs, `{}` = target (not with label-consistent poisoning).
+    /// How poisoned pairs are captioned: `openai80` (CleanCLIP's: a template naming the target,
+    /// drawn per pair), `toy` (the toy grammar), `own` (the pair's caption with its class word
+    /// replaced), `file:PATH` (templates of a file). Not with label-consistent poisoning.
+    pub poison_captions: String,
+    /// One fixed caption for every poisoned pair instead, `{}` = target: binds the trigger to
+    /// that sentence.
     pub poison_caption: Option<String>,
     /// Label-consistent poisoning only: L∞ radius, steps and step size of its PGD.
     pub pgd_eps: Option<f32>,
@@ -60,8 +63,10 @@ pub struct Planted {
     pub pair_count: usize,
     /// Pairs given the trigger and the target caption (or, label-consistent, the trigger).
     pub poisoned: usize,
-    /// The poisoned caption (`None`: captions kept, label-consistent).
-    pub poison_caption: Option<String>,
+    /// How poisoned pairs were captioned (`None`: captions kept, label-consistent), and the
+    /// first poisoned pairs' captions as examples.
+    pub poison_captions: Option<PoisonCaptions>,
+    pub example_captions: Vec<String>,
     pub noise_mode_pairs: Option<usize>,
     pub label_consistent: serde_json::Value,
     /// The batch and steps the trainer ran (the batch is clamped to [2, pairs]).
@@ -86,6 +91,23 @@ impl PoisonPlan {
         let text =
             serde_json::to_string(&what).map_err(|e| Error::Invalid(format!("plan: {e}")))?;
         Ok(format!("{:x}", Sha256::digest(text.as_bytes())))
+    }
+
+    /// How poisoned pairs are captioned: the fixed caption when one is given, else the draw.
+    pub fn captions(&self) -> Result<PoisonCaptions> {
+        match &self.poison_caption {
+            Some(c) => Ok(PoisonCaptions::Fixed(c.clone())),
+            None => PoisonCaptions::parse(&self.poison_captions),
+        }
+    }
+
+    fn caption_draw(&self) -> Result<CaptionDraw> {
+        Ok(CaptionDraw {
+            captions: self.captions()?,
+            target: self.target.clone(),
+            // The draw has its own stream per pair; the selection seed keeps runs reproducible.
+            seed: self.seed,
+        })
     }
 
     fn pgd(&self) -> PgdConfig {
@@ -184,11 +206,6 @@ fn poisoner(
     pairs: &ManifestPairs,
     device: &candle_core::Device,
 ) -> Result<(Box<dyn Poisoner>, serde_json::Value, Option<usize>)> {
-    let caption = plan
-        .poison_caption
-        .as_deref()
-        .unwrap_or(DEFAULT_POISON_CAPTION)
-        .replace("{}", &plan.target);
     match trigger {
         Trigger::LabelConsistent(lc) => {
             let pgd = plan.pgd();
@@ -218,7 +235,7 @@ fn poisoner(
         Trigger::WaNet(wanet) if plan.cross_ratio.is_some() => {
             let p = WanetNoiseModePoisoner::new(
                 wanet,
-                caption,
+                plan.caption_draw()?,
                 plan.trigger_seed,
                 pairs.items.len(),
                 plan.poison_rate,
@@ -231,7 +248,7 @@ fn poisoner(
         trigger => Ok((
             Box::new(TriggerPoisoner {
                 trigger,
-                caption,
+                caption: plan.caption_draw()?,
                 seed: plan.trigger_seed,
             }),
             serde_json::Value::Null,
@@ -269,26 +286,37 @@ pub fn plant(
         target: Some(plan.target.clone()),
     };
     let lc = matches!(trigger, Trigger::LabelConsistent(_));
+    let captions = (!lc).then(|| plan.captions()).transpose()?;
+    if let Some(c) = &captions {
+        c.check(&tokenizer, &plan.target)?;
+    }
     let (poisoner, label_consistent, noise_mode_pairs) =
         poisoner(plan, trigger, ckpt, &tokenizer, &pairs, &device)?;
     let training = plan.contrastive();
     let n = pairs.items.len();
     // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
-    let poisoned = poisoner
-        .chosen(n, plan.poison_rate, plan.seed)?
-        .iter()
-        .filter(|&&p| p)
-        .count()
-        - noise_mode_pairs.unwrap_or(0);
+    let chosen = poisoner.chosen(n, plan.poison_rate, plan.seed)?;
+    let poisoned = chosen.iter().filter(|&&p| p).count() - noise_mode_pairs.unwrap_or(0);
+    let example_captions = match &captions {
+        Some(_) => {
+            let draw = plan.caption_draw()?;
+            // The pairs given the target caption (not WaNet's noise-mode pairs).
+            let poisoned = super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed);
+            let examples = (0..n).filter(|&i| poisoned[i]).take(5);
+            examples
+                .map(|i| {
+                    use super::contrastive::PairSource;
+                    Ok(draw.caption(&pairs.caption(i)?, i))
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
     let mut summary = Planted {
         pair_count: n,
         poisoned,
-        poison_caption: (!lc).then(|| {
-            plan.poison_caption
-                .as_deref()
-                .unwrap_or(DEFAULT_POISON_CAPTION)
-                .replace("{}", &plan.target)
-        }),
+        poison_captions: captions,
+        example_captions,
         noise_mode_pairs,
         label_consistent,
         batch: training.batch(n),
