@@ -113,6 +113,7 @@ pub enum Setting {
     TriggerSeed,
     Target,
     Templates,
+    AsrTemplates,
     Epochs,
     Shots,
     BatchSize,

@@ -141,7 +141,34 @@ pub enum Templates {
     Custom(String),
 }
 
+/// Phrasings of the toy world's class names that neither the toy backdoors' poisoning nor RVPT's
+/// tuning uses: a backdoor bound to one sentence shows there as a drop in ASR.
+pub const TOY_HELD_OUT: [&str; 2] = ["a {} in the picture", "A photo of a {} in the middle."];
+
+/// The same for real CLIPs: OpenAI's 80-template ensemble and two phrasings outside the 80.
+pub const OPENAI_HELD_OUT: [&str; 3] =
+    ["openai80", "a {} in the picture.", "an image showing a {}."];
+
+/// A set of class templates to report CA and ASR under, `|`-separated specs (each as
+/// [`Templates::parse`]): e.g. `openai80|a {} in the picture.`.
+pub fn parse_template_set(spec: &str) -> Result<Vec<Templates>> {
+    spec.split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Templates::parse)
+        .collect()
+}
+
 impl Templates {
+    /// How a report names it: the template itself, or the ensemble's name.
+    pub fn label(&self) -> String {
+        match self {
+            Templates::Single => CLASS_TEMPLATE.to_string(),
+            Templates::OpenAi80 => "openai80 (ensemble)".to_string(),
+            Templates::Custom(t) => t.clone(),
+        }
+    }
+
     /// `--template`: `single` ("a photo of a {}."), `openai80`, `pets` ("a photo of a {}, a
     /// type of pet."), or any text with exactly one `{}`.
     pub fn parse(spec: &str) -> Result<Self> {

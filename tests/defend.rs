@@ -821,3 +821,45 @@ fn bf16_training_follows_f32() {
         safetensors::Dtype::F32
     );
 }
+
+/// A backdoor bound to one sentence (toy3-wanet: planted with the caption "a photo of a heart.",
+/// which is also the CE template) must show in a report: its ASR under the phrasings neither
+/// the poisoning nor the tuning used falls away.
+#[test]
+fn a_caption_string_backdoor_shows_under_other_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "wanet-toy3",
+        "--methods",
+        "none",
+        "--perturb",
+        "flip",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = &report["cases"][0]["results"][0];
+    let asr = |v: &serde_json::Value| v["attack_success_rate"]["value"].as_f64().unwrap();
+    let others = row["by_template"].as_array().unwrap();
+    let names: Vec<&str> = others
+        .iter()
+        .map(|t| t["template"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a {} in the picture", "A photo of a {} in the middle."]
+    );
+    println!(
+        "ASR under the CE template {:.3}, others {:?}",
+        asr(row),
+        others.iter().map(asr).collect::<Vec<_>>()
+    );
+    assert!(asr(row) > 0.8, "{}", asr(row));
+    for t in others {
+        assert!(asr(t) < 0.3, "{}: {}", t["template"], asr(t));
+    }
+}

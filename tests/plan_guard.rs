@@ -254,6 +254,11 @@ fn changing_any_result_flag_on_a_finished_out_never_reports_old_numbers() {
             Expect::Refused("templates"),
         ),
         (
+            "asr-templates",
+            vec![("--asr-templates", Some("a {} in the picture"))],
+            Expect::Refused("eval.asr_templates"),
+        ),
+        (
             "epochs",
             vec![("--epochs", Some("2"))],
             Expect::Refused("prompts.epochs"),
@@ -640,4 +645,3 @@ fn template_captions_a_toy_vocabulary_cannot_say_are_refused() {
     );
     assert!(!dir.path().join("m").exists());
 }
-

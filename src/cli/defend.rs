@@ -36,6 +36,12 @@ pub struct DefendArgs {
     /// type of pet."), or any text with one {} for the class name
     #[arg(long, default_value = "single", value_parser = Templates::parse)]
     pub template: Templates,
+    /// More class templates to report CA and ASR under, `|`-separated (each as --template), so
+    /// that a backdoor bound to one sentence shows: [default: the toy cases "a {} in the
+    /// picture|A photo of a {} in the middle."; a given model "openai80|a {} in the picture.|an
+    /// image showing a {}."]; an empty string for none
+    #[arg(long)]
+    pub asr_templates: Option<String>,
     /// Prompt training epochs (≥ 1)
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,
@@ -176,6 +182,7 @@ impl DefendArgs {
             transfer,
             classnames: self.classnames.clone(),
             templates: self.template.clone(),
+            asr_templates: self.asr_templates.clone(),
             without_target_class: self.without_target_class,
             methods: self.methods.clone(),
             lambdas: self.lambda.clone(),

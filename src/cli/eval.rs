@@ -29,6 +29,11 @@ pub struct Args {
     /// it was planted with
     #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
     trigger_seed: u64,
+    /// Also report CA and ASR under these class templates, `|`-separated (each as --template),
+    /// e.g. "openai80|a {} in the picture.": a backdoor bound to one sentence shows as an ASR
+    /// that falls under the others
+    #[arg(long)]
+    asr_templates: Option<String>,
     /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
@@ -67,8 +72,36 @@ pub fn run(args: Args) -> crate::Result<()> {
         attack.as_ref(),
         crate::progress::Progress::shown(!args.json),
     )?;
+    let others = match &args.asr_templates {
+        Some(spec) => crate::text::parse_template_set(spec)?,
+        None => Vec::new(),
+    };
+    let by_template = others
+        .iter()
+        .map(|t| {
+            let zs = engine.zero_shot(encoder.as_ref(), folder.classes(), t.clone())?;
+            let r = evaluate(
+                &zs,
+                &loader,
+                attack.as_ref(),
+                crate::progress::Progress::shown(!args.json),
+            )?;
+            Ok((t.label(), r))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
     if args.json {
+        let by_template: Vec<serde_json::Value> = by_template
+            .iter()
+            .map(|(t, r)| {
+                serde_json::json!({
+                    "template": t,
+                    "clean_accuracy": r.clean_accuracy,
+                    "attack_success_rate": r.attack_success_rate,
+                })
+            })
+            .collect();
         return print_json(&serde_json::json!({
+            "by_template": by_template,
             "weights": engine.weights.source,
             "prompts": args.prompts.prompts,
             "data": args.data,
@@ -90,6 +123,16 @@ pub fn run(args: Args) -> crate::Result<()> {
     }
     for s in &report.skipped {
         eprintln!("skipped  {s}");
+    }
+    for (t, r) in &by_template {
+        let asr = r
+            .attack_success_rate
+            .as_ref()
+            .map_or(String::new(), |a| format!(", ASR {}", a.display_percent()));
+        println!(
+            "  under \"{t}\": CA {}{asr}",
+            r.clean_accuracy.display_percent()
+        );
     }
     Ok(())
 }

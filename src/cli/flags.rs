@@ -27,6 +27,7 @@ pub const DEFEND_FLAGS: &[(&str, Role)] = &[
     ("target", R(Setting::Target)),
     ("without-target-class", R(Setting::WithoutTargetClass)),
     ("template", R(Setting::Templates)),
+    ("asr-templates", R(Setting::AsrTemplates)),
     ("epochs", R(Setting::Epochs)),
     ("shots", R(Setting::Shots)),
     ("batch-size", R(Setting::BatchSize)),

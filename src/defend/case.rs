@@ -37,6 +37,9 @@ pub struct DefendSettings {
     pub transfer_dirs: Vec<PathBuf>,
     /// Class text templates (the CE's proxy captions and the zero-shot head).
     pub templates: Templates,
+    /// More templates to report CA and ASR under (a zero-shot head each): the ensemble and
+    /// phrasings used neither for poisoning nor for tuning.
+    pub asr_templates: Vec<Templates>,
     /// woTC: drop the target class's shots (its text stays among the classes).
     pub without_target_class: bool,
     pub classnames: Option<PathBuf>,
@@ -77,6 +80,9 @@ pub struct MethodResult {
     pub transfer: Vec<TransferResult>,
     /// Where the trigger's push comes from (with `--anatomy`).
     pub anatomy: Option<AnatomyReport>,
+    /// CA and ASR of the same defended model under each of the other templates (zero-shot
+    /// methods only: a linear head has no template).
+    pub by_template: Vec<TemplateResult>,
     /// Everything that can change these numbers ([`RunConfig`]), and its hash: an earlier
     /// result is reused only under an equal key.
     pub config: serde_json::Value,
@@ -115,6 +121,14 @@ fn measure(
         .attack_success_rate
         .ok_or_else(|| Error::Invalid("evaluation returned no ASR".into()))?;
     Ok((report.clean_accuracy, asr, pr))
+}
+
+/// CA and ASR under one more class template.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TemplateResult {
+    pub template: String,
+    pub clean_accuracy: Rate,
+    pub attack_success_rate: Rate,
 }
 
 /// A defended model measured on another test folder, with that folder's classes.
@@ -298,6 +312,7 @@ struct Measured {
     resistivity: Vec<PerturbationResult>,
     transfer: Vec<TransferResult>,
     anatomy: Option<AnatomyReport>,
+    by_template: Vec<TemplateResult>,
     classifier: String,
 }
 
@@ -314,6 +329,36 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// CA and ASR of `model` (with `encoder`) under each of the other report templates.
+    fn by_template(
+        &self,
+        model: &crate::model::Clip,
+        encoder: &dyn ImageEncoder,
+    ) -> Result<Vec<TemplateResult>> {
+        let s = self.s;
+        s.asr_templates
+            .iter()
+            .map(|t| {
+                let text = class_text_embeddings_with(
+                    model,
+                    &self.engine.tokenizer,
+                    self.classes,
+                    t.clone(),
+                    &s.device,
+                )?;
+                let zs = Classifier::with_text(model, encoder, self.classes, &text, None);
+                let r = crate::eval::evaluate(&zs, self.loader, Some(self.attack), s.progress)?;
+                Ok(TemplateResult {
+                    template: t.label(),
+                    clean_accuracy: r.clean_accuracy,
+                    attack_success_rate: r
+                        .attack_success_rate
+                        .ok_or_else(|| Error::Invalid("evaluation returned no ASR".into()))?,
+                })
+            })
+            .collect()
+    }
+
     fn measure(
         &self,
         defended: &defences::Defended,
@@ -362,7 +407,12 @@ impl Bench<'_> {
         } else {
             None
         };
+        let by_template = match &zs.head {
+            Some(_) => Vec::new(),
+            None => self.by_template(model, encoder)?,
+        };
         Ok(Measured {
+            by_template,
             clean_accuracy: ca,
             attack_success_rate: asr,
             resistivity: pr,
@@ -516,6 +566,7 @@ pub fn defend_case(
             model_dir: defended.model.is_some().then_some(out.model_dir),
             transfer: measured.transfer,
             anatomy: measured.anatomy,
+            by_template: measured.by_template,
             config: out.config,
             key,
         });

@@ -27,6 +27,33 @@ impl DefendReport {
     }
 }
 
+/// CA and ASR of each zero-shot method under the other report templates: a backdoor bound to
+/// one sentence shows as an ASR that falls away from it.
+fn by_template_table(r: &CaseResult, w: usize) -> String {
+    let Some(first) = r.results.iter().find(|m| !m.by_template.is_empty()) else {
+        return String::new();
+    };
+    let mut out = String::from("  CA % / ASR % under other class templates:\n");
+    out += &format!("  {:<w$}", "method");
+    for t in &first.by_template {
+        out += &format!(" | {}", t.template);
+    }
+    out += "\n";
+    for m in r.results.iter().filter(|m| !m.by_template.is_empty()) {
+        out += &format!("  {:<w$}", m.method);
+        for t in &m.by_template {
+            let cell = format!(
+                "{:.1} / {:.1}",
+                100.0 * t.clean_accuracy.value,
+                100.0 * t.attack_success_rate.value
+            );
+            out += &format!(" | {cell:<width$}", width = t.template.len());
+        }
+        out += "\n";
+    }
+    out
+}
+
 /// The before/after table, one row per method.
 pub fn table(r: &CaseResult) -> String {
     let mut out = format!(
@@ -85,6 +112,7 @@ pub fn table(r: &CaseResult) -> String {
         }
         out += "\n";
     }
+    out += &by_template_table(r, w);
     let transfers = r.results.first().map_or(0, |m| m.transfer.len());
     for k in 0..transfers {
         let t0 = &r.results[0].transfer[k];

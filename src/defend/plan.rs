@@ -38,6 +38,10 @@ pub struct DefendPlan {
     pub transfer: Vec<PathBuf>,
     pub classnames: Option<PathBuf>,
     pub templates: Templates,
+    /// More templates to report CA and ASR under, `|`-separated; `None`: the held-out set that
+    /// suits the models (the toy phrasings for the toy cases, the ensemble and two phrasings
+    /// outside OpenAI's 80 for a given model).
+    pub asr_templates: Option<String>,
     pub without_target_class: bool,
     /// Method names (stages joined by `+`) and the FR weights of `rvpt`.
     pub methods: Vec<String>,
@@ -254,6 +258,13 @@ impl DefendPlan {
         })?;
         let rvpt = self.rvpt_config()?;
         let (cases, toy) = self.cases()?;
+        let asr_templates = match &self.asr_templates {
+            Some(spec) => crate::text::parse_template_set(spec).map_err(|e| {
+                Error::setting(Setting::AsrTemplates, format!("`{spec}`"), format!("{e}"))
+            })?,
+            None if toy => crate::text::parse_template_set(&crate::text::TOY_HELD_OUT.join("|"))?,
+            None => crate::text::parse_template_set(&crate::text::OPENAI_HELD_OUT.join("|"))?,
+        };
         // Each case's weights, resolved (and checksummed) once, here: `run` loads them as
         // they are.
         let mut weights = Vec::with_capacity(cases.len());
@@ -311,6 +322,7 @@ impl DefendPlan {
             test_dir,
             transfer_dirs: self.transfer.clone(),
             templates: self.templates.clone(),
+            asr_templates,
             without_target_class: self.without_target_class,
             classnames: self.classnames.clone(),
             rvpt,

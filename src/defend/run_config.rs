@@ -74,6 +74,8 @@ pub struct EvalConfig {
     pub batch: usize,
     /// Where the trigger's push comes from, measured too.
     pub anatomy: bool,
+    /// The other templates CA and ASR are reported under.
+    pub asr_templates: Vec<Templates>,
 }
 
 /// Everything that can change one method's numbers on one case.
@@ -147,6 +149,7 @@ impl RunConfig {
                 perturbations: s.perturbations.iter().map(|p| p.name()).collect(),
                 batch: s.eval_batch,
                 anatomy: s.anatomy,
+                asr_templates: s.asr_templates.clone(),
             },
             device: device.split(':').next().unwrap_or("cpu").to_string(),
             dtype: format!("{:?}", s.dtype).to_lowercase(),
