@@ -423,6 +423,87 @@ impl Bench<'_> {
     }
 }
 
+/// A method with its resolved configuration and key, and the earlier result they allow.
+struct Planned<'a> {
+    spec: &'a MethodSpec,
+    config: RunConfig,
+    key: String,
+    reuse: Option<MethodResult>,
+}
+
+impl<'a> Planned<'a> {
+    fn new(
+        spec: &'a MethodSpec,
+        case: &Case,
+        s: &DefendSettings,
+        weights_sha256: Option<&str>,
+        blocks: std::ops::Range<usize>,
+        data: &DataId,
+        done: &[MethodResult],
+    ) -> Result<Self> {
+        let config = RunConfig::resolve(spec, case, s, weights_sha256, blocks, data);
+        let key = config.key()?;
+        let reuse = earlier_result(done, &config, &key, &s.out_dir)?.cloned();
+        Ok(Self {
+            spec,
+            config,
+            key,
+            reuse,
+        })
+    }
+}
+
+/// The k shots per class the defences train on (woTC: without the target class's).
+fn shots(train: &ImageFolder, s: &DefendSettings, target: usize) -> Result<Vec<(PathBuf, usize)>> {
+    let picks = select_shots(train, &s.rvpt)?;
+    Ok(picks
+        .iter()
+        .map(|&i| train.samples()[i].clone())
+        .filter(|shot| !(s.without_target_class && shot.1 == target))
+        .collect())
+}
+
+/// Trains one method on the case and measures it: its result row.
+fn run_method(
+    m: &MethodSpec,
+    config: RunConfig,
+    key: String,
+    case: &Case,
+    ctx: &DefenceContext,
+    bench: &Bench,
+) -> Result<MethodResult> {
+    let s = bench.s;
+    let out = Outputs {
+        prompts_file: s
+            .out_dir
+            .join(format!("prompts-{}-{}.safetensors", case.name, m.name)),
+        model_dir: s.out_dir.join(format!("model-{}-{}", case.name, m.name)),
+        config: config.to_json()?,
+    };
+    let t0 = Instant::now();
+    let defended = defences::apply(m, ctx, &out)?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let text = defended.model.as_ref().map_or(ctx.text, |(_, t)| t);
+    let measured = bench.measure(&defended, text)?;
+    Ok(MethodResult {
+        method: m.name.clone(),
+        lambda: m.lambda,
+        classifier: measured.classifier,
+        clean_accuracy: measured.clean_accuracy,
+        attack_success_rate: measured.attack_success_rate,
+        resistivity: measured.resistivity,
+        epochs: defended.epochs,
+        train_seconds,
+        prompts_file: defended.prompts.is_some().then_some(out.prompts_file),
+        model_dir: defended.model.is_some().then_some(out.model_dir),
+        transfer: measured.transfer,
+        anatomy: measured.anatomy,
+        by_template: measured.by_template,
+        config: out.config,
+        key,
+    })
+}
+
 /// Runs every method on one backdoored model (`weights`: its resolved `case.weights`). A
 /// method `earlier` has (an earlier run's result of this case) is taken as it is when its
 /// configuration is the same, and refused otherwise. `on_result` sees the case after each
@@ -440,13 +521,8 @@ pub fn defend_case(
     let size = engine.image_size();
     let (train, test) = open_folders(&s.train_dir, &s.test_dir, s.classnames.as_deref())?;
     let classes = train.classes().to_vec();
-    let picks = select_shots(&train, &s.rvpt)?;
     let target = test.class_index(&case.target)?;
-    let samples: Vec<(PathBuf, usize)> = picks
-        .iter()
-        .map(|&i| train.samples()[i].clone())
-        .filter(|s_| !(s.without_target_class && s_.1 == target))
-        .collect();
+    let samples = shots(&train, s, target)?;
     let transfer_sets = s
         .transfer_dirs
         .iter()
@@ -461,13 +537,11 @@ pub fn defend_case(
     let data = data_id(&train, &test, &transfer_sets, s)?;
     let sha = engine.checkpoint_sha256().map(str::to_string);
     let done = earlier.map_or(&[][..], |e| e.results.as_slice());
-    let mut plans = Vec::with_capacity(s.methods.len());
-    for m in &s.methods {
-        let config = RunConfig::resolve(m, case, s, sha.as_deref(), blocks.clone(), &data);
-        let key = config.key()?;
-        let reuse = earlier_result(done, &config, &key, &s.out_dir)?.cloned();
-        plans.push((m, config, key, reuse));
-    }
+    let plans = s
+        .methods
+        .iter()
+        .map(|m| Planned::new(m, case, s, sha.as_deref(), blocks.clone(), &data, done))
+        .collect::<Result<Vec<_>>>()?;
     let loader = Loader::new(
         test.samples().to_vec(),
         Transform::eval(size),
@@ -535,41 +609,19 @@ pub fn defend_case(
         asr_convention: AsrConvention::ExcludeTarget,
         results: Vec::new(),
     };
-    for (m, config, key, reuse) in plans {
-        if let Some(earlier) = reuse {
-            result.results.push(earlier);
-            on_result(&result)?;
-            continue;
-        }
-        let out = Outputs {
-            prompts_file: s
-                .out_dir
-                .join(format!("prompts-{}-{}.safetensors", case.name, m.name)),
-            model_dir: s.out_dir.join(format!("model-{}-{}", case.name, m.name)),
-            config: config.to_json()?,
+    for planned in plans {
+        let row = match planned.reuse {
+            Some(earlier) => earlier,
+            None => run_method(
+                planned.spec,
+                planned.config,
+                planned.key,
+                case,
+                &ctx,
+                &bench,
+            )?,
         };
-        let t0 = Instant::now();
-        let defended = defences::apply(m, &ctx, &out)?;
-        let train_seconds = t0.elapsed().as_secs_f64();
-        let text = defended.model.as_ref().map_or(&text, |(_, t)| t);
-        let measured = bench.measure(&defended, text)?;
-        result.results.push(MethodResult {
-            method: m.name.clone(),
-            lambda: m.lambda,
-            classifier: measured.classifier,
-            clean_accuracy: measured.clean_accuracy,
-            attack_success_rate: measured.attack_success_rate,
-            resistivity: measured.resistivity,
-            epochs: defended.epochs,
-            train_seconds,
-            prompts_file: defended.prompts.is_some().then_some(out.prompts_file),
-            model_dir: defended.model.is_some().then_some(out.model_dir),
-            transfer: measured.transfer,
-            anatomy: measured.anatomy,
-            by_template: measured.by_template,
-            config: out.config,
-            key,
-        });
+        result.results.push(row);
         on_result(&result)?;
     }
     Ok(result)

@@ -198,6 +198,44 @@ impl DefendPlan {
         Ok(rvpt)
     }
 
+    /// The templates CA and ASR are also reported under.
+    fn asr_templates(&self, toy: bool) -> Result<Vec<Templates>> {
+        use crate::text::{parse_template_set, OPENAI_HELD_OUT, TOY_HELD_OUT};
+        match &self.asr_templates {
+            Some(spec) => parse_template_set(spec).map_err(|e| {
+                Error::setting(Setting::AsrTemplates, format!("`{spec}`"), format!("{e}"))
+            }),
+            None if toy => parse_template_set(&TOY_HELD_OUT.join("|")),
+            None => parse_template_set(&OPENAI_HELD_OUT.join("|")),
+        }
+    }
+
+    /// The training and test folders, checked (a given model's), or where the toy splits go.
+    fn folders(&self, rvpt: &RvptConfig, cases: &[Case]) -> Result<(PathBuf, PathBuf)> {
+        match &self.models {
+            // Made in the output folder once it is locked (`run`); the toy world has every
+            // class.
+            Models::Toy(_) => Ok((
+                self.out.join(format!("toy-train-{}", self.shots.max(16))),
+                self.out.join("toy-test"),
+            )),
+            Models::Given { train, test, .. } => {
+                let needs = |p: &Option<PathBuf>, needs: Setting| {
+                    p.clone().ok_or(Error::SettingNeeds {
+                        setting: Setting::Weights,
+                        needs,
+                    })
+                };
+                let (train, test) = (
+                    needs(train, Setting::TrainData)?,
+                    needs(test, Setting::TestData)?,
+                );
+                check_folders(self, rvpt, &train, &test, &cases[0].target)?;
+                Ok((train, test))
+            }
+        }
+    }
+
     fn check_numbers(&self) -> Result<()> {
         at_least_one(Setting::Epochs, self.epochs)?;
         at_least_one(Setting::Shots, self.shots)?;
@@ -258,13 +296,7 @@ impl DefendPlan {
         })?;
         let rvpt = self.rvpt_config()?;
         let (cases, toy) = self.cases()?;
-        let asr_templates = match &self.asr_templates {
-            Some(spec) => crate::text::parse_template_set(spec).map_err(|e| {
-                Error::setting(Setting::AsrTemplates, format!("`{spec}`"), format!("{e}"))
-            })?,
-            None if toy => crate::text::parse_template_set(&crate::text::TOY_HELD_OUT.join("|"))?,
-            None => crate::text::parse_template_set(&crate::text::OPENAI_HELD_OUT.join("|"))?,
-        };
+        let asr_templates = self.asr_templates(toy)?;
         // Each case's weights, resolved (and checksummed) once, here: `run` loads them as
         // they are.
         let mut weights = Vec::with_capacity(cases.len());
@@ -280,28 +312,7 @@ impl DefendPlan {
             rvpt.loss.repel.resolve(blocks, layers)?;
             weights.push(resolved);
         }
-        let (train_dir, test_dir) = match &self.models {
-            // Made in the output folder once it is locked (`run`); the toy world has every
-            // class.
-            Models::Toy(_) => (
-                self.out.join(format!("toy-train-{}", self.shots.max(16))),
-                self.out.join("toy-test"),
-            ),
-            Models::Given { train, test, .. } => {
-                let needs = |p: &Option<PathBuf>, needs: Setting| {
-                    p.clone().ok_or(Error::SettingNeeds {
-                        setting: Setting::Weights,
-                        needs,
-                    })
-                };
-                let (train, test) = (
-                    needs(train, Setting::TrainData)?,
-                    needs(test, Setting::TestData)?,
-                );
-                check_folders(&self, &rvpt, &train, &test, &cases[0].target)?;
-                (train, test)
-            }
-        };
+        let (train_dir, test_dir) = self.folders(&rvpt, &cases)?;
         for dir in &self.transfer {
             ImageFolder::open(dir, None)
                 .map_err(|e| Error::setting(Setting::TestData, dir.display(), format!("{e}")))?;
