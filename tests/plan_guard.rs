@@ -611,8 +611,10 @@ fn defend_takes_the_trigger_seed() {
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
+    // The seed reaches the planted-trigger check: the model was planted with seed 7.
     assert!(
-        err.contains("seed") && err.contains('8') && err.contains('7'),
+        err.contains("--trigger `badnet:fixed,size=4` (trigger seed 8)")
+            && err.contains("planted with trigger `badnet:fixed,size=4` (seed 7)"),
         "{err}"
     );
 }

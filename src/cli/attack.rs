@@ -172,50 +172,7 @@ pub fn run(args: Args) -> crate::Result<()> {
     let out = &plan.out;
     let last = summary.logs.last();
     if args.json {
-        let files: Vec<PathBuf> = [
-            "model.safetensors",
-            "config.json",
-            "tokenizer.json",
-            "trigger.json",
-            crate::train::poisoning::PLAN_FILE,
-        ]
-        .iter()
-        .map(|f| out.join(f))
-        .filter(|p| p.is_file())
-        .collect();
-        return print_json(&serde_json::json!({
-            "weights": summary.weights.source,
-            "pairs": plan.pairs,
-            "pair_count": summary.pair_count,
-            "trigger": plan.trigger,
-            "trigger_name": summary.planted.trigger,
-            "trigger_seed": plan.trigger_seed,
-            "target": plan.target,
-            "poison_rate": plan.poison_rate,
-            "poisoned": summary.poisoned,
-            "poison_captions": summary.poison_captions,
-            "example_captions": summary.example_captions,
-            "cross_ratio": plan.cross_ratio,
-            "noise_mode_pairs": summary.noise_mode_pairs,
-            "label_consistent": summary.label_consistent,
-            "epochs": plan.epochs,
-            "batch_size": plan.batch_size,
-            "batch": summary.batch,
-            "lr": plan.lr,
-            "lr_per_step": summary.logs.iter().map(|l| l.lr).collect::<Vec<_>>(),
-            "weight_decay": plan.weight_decay,
-            "warmup": plan.warmup,
-            "seed": plan.seed,
-            "steps": summary.logs.len(),
-            "final_loss": last.map(|l| l.loss),
-            "final_logit_scale": last.map(|l| l.logit_scale),
-            "key": summary.key,
-            "out": out,
-            "files": files,
-            "provenance": crate::report::Provenance::now()
-                .ran_on(&plan.device, "f32")
-                .with_weights(summary.weights.clone()),
-        }));
+        return print_json(&json_report(&plan, &summary));
     }
     let caption = match (&summary.poison_captions, summary.example_captions.first()) {
         (Some(PoisonCaptions::Fixed(c)), _) => format!("\"{}\"", c.replace("{}", &plan.target)),
@@ -239,4 +196,55 @@ pub fn run(args: Args) -> crate::Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// What `--json` prints: the plan's settings, what was poisoned and how, the trainer's batch,
+/// steps and learning rates, and the files written.
+fn json_report(plan: &PoisonPlan, summary: &Planted) -> serde_json::Value {
+    let out = &plan.out;
+    let last = summary.logs.last();
+    let files: Vec<PathBuf> = [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "trigger.json",
+        crate::train::poisoning::PLAN_FILE,
+    ]
+    .iter()
+    .map(|f| out.join(f))
+    .filter(|p| p.is_file())
+    .collect();
+    serde_json::json!({
+        "weights": summary.weights.source,
+        "pairs": plan.pairs,
+        "pair_count": summary.pair_count,
+        "trigger": plan.trigger,
+        "trigger_name": summary.planted.trigger,
+        "trigger_seed": plan.trigger_seed,
+        "target": plan.target,
+        "poison_rate": plan.poison_rate,
+        "poisoned": summary.poisoned,
+        "poison_captions": summary.poison_captions,
+        "example_captions": summary.example_captions,
+        "cross_ratio": plan.cross_ratio,
+        "noise_mode_pairs": summary.noise_mode_pairs,
+        "label_consistent": summary.label_consistent,
+        "epochs": plan.epochs,
+        "batch_size": plan.batch_size,
+        "batch": summary.batch,
+        "lr": plan.lr,
+        "lr_per_step": summary.logs.iter().map(|l| l.lr).collect::<Vec<_>>(),
+        "weight_decay": plan.weight_decay,
+        "warmup": plan.warmup,
+        "seed": plan.seed,
+        "steps": summary.logs.len(),
+        "final_loss": last.map(|l| l.loss),
+        "final_logit_scale": last.map(|l| l.logit_scale),
+        "key": summary.key,
+        "out": out,
+        "files": files,
+        "provenance": crate::report::Provenance::now()
+            .ran_on(&plan.device, "f32")
+            .with_weights(summary.weights.clone()),
+    })
 }

@@ -143,8 +143,17 @@ pub fn table(r: &CaseResult) -> String {
 /// Loss curves, CA/ASR bars (with their 95% intervals) and PR per perturbation, as PNGs in
 /// `dir`. Drawn from whatever results exist (a case may be part-way through its methods).
 pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
-    use crate::report::{bar_plot, line_plot, BarSeries};
     let mut written = Vec::new();
+    written.extend(loss_plot(results, dir)?);
+    written.extend(rate_plots(results, dir)?);
+    for r in results {
+        written.extend(pr_plot(r, dir)?);
+    }
+    Ok(written)
+}
+
+/// The training loss of every method that trained, one curve each (`loss.png`).
+fn loss_plot(results: &[CaseResult], dir: &Path) -> Result<Option<PathBuf>> {
     let mut curves = Vec::new();
     for r in results {
         for m in r.results.iter().filter(|m| !m.epochs.is_empty()) {
@@ -156,18 +165,24 @@ pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
             curves.push((format!("{} {}", r.case.name, m.method), pts));
         }
     }
-    if !curves.is_empty() {
-        let p = dir.join("loss.png");
-        line_plot(
-            &p,
-            "training loss (CE + lambda FR)",
-            "epoch",
-            "loss",
-            &curves,
-            true,
-        )?;
-        written.push(p);
+    if curves.is_empty() {
+        return Ok(None);
     }
+    let p = dir.join("loss.png");
+    crate::report::line_plot(
+        &p,
+        "training loss (CE + lambda FR)",
+        "epoch",
+        "loss",
+        &curves,
+        true,
+    )?;
+    Ok(Some(p))
+}
+
+/// CA and ASR of every method per case, with their intervals (`ca.png`, `asr.png`).
+fn rate_plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
+    use crate::report::{bar_plot, BarSeries};
     // Every method any case has, in first-seen order.
     let mut methods: Vec<String> = Vec::new();
     for m in results.iter().flat_map(|r| &r.results) {
@@ -175,6 +190,7 @@ pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
             methods.push(m.method.clone());
         }
     }
+    let mut written = Vec::new();
     if methods.is_empty() {
         return Ok(written);
     }
@@ -222,41 +238,44 @@ pub fn plots(results: &[CaseResult], dir: &Path) -> Result<Vec<PathBuf>> {
         bar_plot(&p, title, "case", "%", &cats, &series, 100.0)?;
         written.push(p);
     }
-    for r in results {
-        let Some(first) = r.results.first() else {
-            continue;
-        };
-        let perts: Vec<String> = first
-            .resistivity
-            .iter()
-            .map(|p| p.perturbation.clone())
-            .collect();
-        let series: Vec<BarSeries> = r
-            .results
-            .iter()
-            .map(|m| BarSeries {
-                name: m.method.clone(),
-                values: m.resistivity.iter().map(|p| p.resistivity.pr).collect(),
-                intervals: None,
-            })
-            .collect();
-        let max = series
-            .iter()
-            .flat_map(|s| s.values.iter())
-            .filter(|v| v.is_finite())
-            .fold(1.0f64, |a, &b| a.max(b))
-            * 1.1;
-        let p = dir.join(format!("pr-{}.png", r.case.name));
-        bar_plot(
-            &p,
-            &format!("PR per perturbation: {}", r.case.name),
-            "perturbation",
-            "PR",
-            &perts,
-            &series,
-            max,
-        )?;
-        written.push(p);
-    }
     Ok(written)
+}
+
+/// PR per perturbation of every method of a case (`pr-<case>.png`).
+fn pr_plot(r: &CaseResult, dir: &Path) -> Result<Option<PathBuf>> {
+    use crate::report::{bar_plot, BarSeries};
+    let Some(first) = r.results.first() else {
+        return Ok(None);
+    };
+    let perts: Vec<String> = first
+        .resistivity
+        .iter()
+        .map(|p| p.perturbation.clone())
+        .collect();
+    let series: Vec<BarSeries> = r
+        .results
+        .iter()
+        .map(|m| BarSeries {
+            name: m.method.clone(),
+            values: m.resistivity.iter().map(|p| p.resistivity.pr).collect(),
+            intervals: None,
+        })
+        .collect();
+    let max = series
+        .iter()
+        .flat_map(|s| s.values.iter())
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, |a, &b| a.max(b))
+        * 1.1;
+    let p = dir.join(format!("pr-{}.png", r.case.name));
+    bar_plot(
+        &p,
+        &format!("PR per perturbation: {}", r.case.name),
+        "perturbation",
+        "PR",
+        &perts,
+        &series,
+        max,
+    )?;
+    Ok(Some(p))
 }
