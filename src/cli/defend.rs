@@ -82,7 +82,8 @@ pub struct DefendArgs {
     #[arg(long, default_value_t = 40)]
     pub probe_epochs: usize,
     /// Which embedded toy backdoors to repair: names, or `all` [default: badnet, blended (the
-    /// gently poisoned toy2 models); badnet-toy3, blended-toy3, wanet-toy3 (planted on a
+    /// gently poisoned toy2 models); badnet-own (planted the paper's way: captions naming the
+    /// target in many phrasings); badnet-toy3, blended-toy3, wanet-toy3 (planted on a
     /// longer-pretrained model) and the hard-poisoned badnet-hard, blended-hard, wanet-hard
     /// and badnet-late6 on request]
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
