@@ -49,6 +49,7 @@ fn by_template_table(r: &CaseResult, w: usize) -> String {
             );
             out += &format!(" | {cell:<width$}", width = t.template.len());
         }
+        out.truncate(out.trim_end().len());
         out += "\n";
     }
     out
