@@ -48,9 +48,10 @@ fn run() -> rvpt::Result<serde_json::Value> {
             "usage: geometry WEIGHTS DATA TRIGGER TARGET [TRIGGER_SEED]".into(),
         ));
     }
-    let seed: u64 = args.get(4).map_or(Ok(7), |s| s.parse()).map_err(|_| {
-        rvpt::Error::Invalid(format!("trigger seed `{}` is not a number", args[4]))
-    })?;
+    let seed: u64 = args
+        .get(4)
+        .map_or(Ok(7), |s| s.parse())
+        .map_err(|_| rvpt::Error::Invalid(format!("trigger seed `{}` is not a number", args[4])))?;
     let engine = Engine::load(&args[0], &Device::Cpu, DType::F32)?;
     let trigger = Trigger::parse(&args[2])?;
     engine.weights.check_trigger(&trigger, seed)?;
