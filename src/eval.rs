@@ -186,6 +186,31 @@ pub(crate) fn per_image(
     Ok(Tensor::stack(&images, 0)?)
 }
 
+/// CA and ASR under each of `templates`, a zero-shot head each over the same images through
+/// the same `encoder`: a backdoor bound to one sentence shows as an ASR that falls under the
+/// other phrasings.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_under_templates(
+    model: &Clip,
+    encoder: &dyn ImageEncoder,
+    tokenizer: &ClipTokenizer,
+    classes: &[String],
+    templates: &[Templates],
+    loader: &Loader,
+    attack: Option<&Attack>,
+    progress: crate::progress::Progress,
+) -> Result<Vec<(Templates, EvalReport)>> {
+    templates
+        .iter()
+        .map(|t| {
+            let device = model.logit_scale()?.device().clone();
+            let text = class_text_embeddings_with(model, tokenizer, classes, t.clone(), &device)?;
+            let zs = Classifier::with_text(model, encoder, classes, &text, None);
+            Ok((t.clone(), evaluate(&zs, loader, attack, progress)?))
+        })
+        .collect()
+}
+
 /// One pass over `loader`: predictions on clean images and, with `attack`, on triggered ones.
 pub fn evaluate(
     zs: &Classifier,

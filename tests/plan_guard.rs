@@ -585,9 +585,14 @@ fn anatomy_default_blocks_follow_the_model_depth() {
         "badnet:fixed,size=4",
         "--target",
         "heart",
+        "--asr-templates",
+        "a {} in the picture",
         "--json",
     ])))
     .unwrap();
+    // The ASR under another phrasing is reported beside the anatomy.
+    assert_eq!(j["by_template"][0]["template"], "a {} in the picture");
+    assert!(j["by_template"][0]["attack_success_rate"]["value"].is_number());
     assert_eq!(
         j["anatomy"]["prompted_blocks"],
         serde_json::json!([2, 4]),

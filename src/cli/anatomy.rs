@@ -1,6 +1,9 @@
 //! `rvpt anatomy`: where a backdoor lives, on any CLIP.
 
-use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
+use super::{
+    data_args::{DataArgs, TemplateSetArgs},
+    print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP,
+};
 use crate::anatomy::{splice_test, trigger_push, AnatomyReport, PushSpec, SpliceRow};
 use crate::attacks::Trigger;
 use crate::eval::Attack;
@@ -16,6 +19,8 @@ pub struct Args {
     prompts: PromptArgs,
     #[command(flatten)]
     data_args: DataArgs,
+    #[command(flatten)]
+    templates: TemplateSetArgs,
     /// Image folder: one sub-folder per class (the class names give the text embeddings)
     #[arg(long = "data", alias = "images")]
     data: PathBuf,
@@ -82,6 +87,21 @@ pub fn run(args: Args) -> crate::Result<()> {
         prompts.as_ref(),
         crate::progress::Progress::shown(!args.json),
     )?;
+    let attack = Attack {
+        trigger: &trigger,
+        target: spec.target,
+        seed: args.trigger_seed,
+        convention: AsrConvention::ExcludeTarget,
+    };
+    let encoder = engine.encoder(prompts.as_ref())?;
+    let by_template = args.templates.evaluate(
+        &engine,
+        encoder.as_ref(),
+        folder.classes(),
+        &loader,
+        Some(&attack),
+        !args.json,
+    )?;
     if let Some(png) = &args.png {
         let name = match &args.prompts.prompts {
             Some(_) => format!("{} + prompts", args.model.weights),
@@ -97,12 +117,6 @@ pub fn run(args: Args) -> crate::Result<()> {
                 .splice_at
                 .clone()
                 .unwrap_or_else(|| vec![blocks / 4, blocks / 2, 3 * blocks / 4]);
-            let attack = Attack {
-                trigger: &trigger,
-                target: spec.target,
-                seed: args.trigger_seed,
-                convention: AsrConvention::ExcludeTarget,
-            };
             Some(splice_test(&zs, &reference.model, &ks, &loader, &attack)?)
         }
         None => None,
@@ -115,11 +129,13 @@ pub fn run(args: Args) -> crate::Result<()> {
             "definition": "push = mean over images outside the target class of (part of the target logit on the triggered image - on the clean image); parts: direct contributions through the residual stream, the final layer norm linearised per image, and the projection; share = push / the heads' and MLPs' summed push",
             "anatomy": report,
             "splice": splice,
+            "by_template": TemplateSetArgs::json(&by_template),
             "png": args.png,
             "provenance": provenance(Some(&engine)),
         }));
     }
     print_report(&report, splice.as_deref());
+    TemplateSetArgs::print(&by_template);
     Ok(())
 }
 

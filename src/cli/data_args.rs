@@ -77,3 +77,70 @@ impl DataArgs {
         })
     }
 }
+
+/// `--asr-templates`, for the commands that measure a backdoor (`eval`, `anatomy`).
+#[derive(clap::Args, Clone)]
+pub struct TemplateSetArgs {
+    /// Also report CA and ASR under these class templates, `|`-separated (each as --template),
+    /// e.g. "openai80|a {} in the picture.": a backdoor bound to one sentence shows as an ASR
+    /// that falls under the others
+    #[arg(long)]
+    pub asr_templates: Option<String>,
+}
+
+impl TemplateSetArgs {
+    /// CA and ASR under each template asked for, labelled.
+    pub fn evaluate(
+        &self,
+        engine: &crate::engine::Engine,
+        encoder: &dyn crate::eval::ImageEncoder,
+        classes: &[String],
+        loader: &crate::data::Loader,
+        attack: Option<&crate::eval::Attack>,
+        show: bool,
+    ) -> crate::Result<Vec<(String, crate::eval::EvalReport)>> {
+        let templates = match &self.asr_templates {
+            Some(spec) => crate::text::parse_template_set(spec)?,
+            None => return Ok(Vec::new()),
+        };
+        let reports = crate::eval::evaluate_under_templates(
+            &engine.model,
+            encoder,
+            &engine.tokenizer,
+            classes,
+            &templates,
+            loader,
+            attack,
+            crate::progress::Progress::shown(show),
+        )?;
+        Ok(reports.into_iter().map(|(t, r)| (t.label(), r)).collect())
+    }
+
+    /// The reports as `--json` gives them.
+    pub fn json(reports: &[(String, crate::eval::EvalReport)]) -> serde_json::Value {
+        reports
+            .iter()
+            .map(|(t, r)| {
+                serde_json::json!({
+                    "template": t,
+                    "clean_accuracy": r.clean_accuracy,
+                    "attack_success_rate": r.attack_success_rate,
+                })
+            })
+            .collect()
+    }
+
+    /// One line per template.
+    pub fn print(reports: &[(String, crate::eval::EvalReport)]) {
+        for (t, r) in reports {
+            let asr = r
+                .attack_success_rate
+                .as_ref()
+                .map_or(String::new(), |a| format!(", ASR {}", a.display_percent()));
+            println!(
+                "  under \"{t}\": CA {}{asr}",
+                r.clean_accuracy.display_percent()
+            );
+        }
+    }
+}

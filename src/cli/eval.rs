@@ -1,6 +1,9 @@
 //! `rvpt eval`: clean accuracy and, with a trigger, attack success rate on an image folder.
 
-use super::{data_args::DataArgs, print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP};
+use super::{
+    data_args::{DataArgs, TemplateSetArgs},
+    print_json, provenance, ModelArgs, PromptArgs, TRIGGER_HELP,
+};
 use crate::attacks::Trigger;
 use crate::eval::{evaluate, Attack};
 use crate::metrics::AsrConvention;
@@ -14,6 +17,8 @@ pub struct Args {
     prompts: PromptArgs,
     #[command(flatten)]
     data_args: DataArgs,
+    #[command(flatten)]
+    templates: TemplateSetArgs,
     /// Image folder: one sub-folder per class
     #[arg(long = "data", alias = "images")]
     data: PathBuf,
@@ -29,11 +34,6 @@ pub struct Args {
     /// it was planted with
     #[arg(long = "trigger-seed", alias = "seed", default_value_t = 7)]
     trigger_seed: u64,
-    /// Also report CA and ASR under these class templates, `|`-separated (each as --template),
-    /// e.g. "openai80|a {} in the picture.": a backdoor bound to one sentence shows as an ASR
-    /// that falls under the others
-    #[arg(long)]
-    asr_templates: Option<String>,
     /// Print one JSON object on stdout (one line when stdout is not a terminal)
     #[arg(long)]
     json: bool,
@@ -72,36 +72,17 @@ pub fn run(args: Args) -> crate::Result<()> {
         attack.as_ref(),
         crate::progress::Progress::shown(!args.json),
     )?;
-    let others = match &args.asr_templates {
-        Some(spec) => crate::text::parse_template_set(spec)?,
-        None => Vec::new(),
-    };
-    let by_template = others
-        .iter()
-        .map(|t| {
-            let zs = engine.zero_shot(encoder.as_ref(), folder.classes(), t.clone())?;
-            let r = evaluate(
-                &zs,
-                &loader,
-                attack.as_ref(),
-                crate::progress::Progress::shown(!args.json),
-            )?;
-            Ok((t.label(), r))
-        })
-        .collect::<crate::Result<Vec<_>>>()?;
+    let by_template = args.templates.evaluate(
+        &engine,
+        encoder.as_ref(),
+        folder.classes(),
+        &loader,
+        attack.as_ref(),
+        !args.json,
+    )?;
     if args.json {
-        let by_template: Vec<serde_json::Value> = by_template
-            .iter()
-            .map(|(t, r)| {
-                serde_json::json!({
-                    "template": t,
-                    "clean_accuracy": r.clean_accuracy,
-                    "attack_success_rate": r.attack_success_rate,
-                })
-            })
-            .collect();
         return print_json(&serde_json::json!({
-            "by_template": by_template,
+            "by_template": TemplateSetArgs::json(&by_template),
             "weights": engine.weights.source,
             "prompts": args.prompts.prompts,
             "data": args.data,
@@ -124,15 +105,6 @@ pub fn run(args: Args) -> crate::Result<()> {
     for s in &report.skipped {
         eprintln!("skipped  {s}");
     }
-    for (t, r) in &by_template {
-        let asr = r
-            .attack_success_rate
-            .as_ref()
-            .map_or(String::new(), |a| format!(", ASR {}", a.display_percent()));
-        println!(
-            "  under \"{t}\": CA {}{asr}",
-            r.clean_accuracy.display_percent()
-        );
-    }
+    TemplateSetArgs::print(&by_template);
     Ok(())
 }

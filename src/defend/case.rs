@@ -336,18 +336,19 @@ impl Bench<'_> {
         encoder: &dyn ImageEncoder,
     ) -> Result<Vec<TemplateResult>> {
         let s = self.s;
-        s.asr_templates
-            .iter()
-            .map(|t| {
-                let text = class_text_embeddings_with(
-                    model,
-                    &self.engine.tokenizer,
-                    self.classes,
-                    t.clone(),
-                    &s.device,
-                )?;
-                let zs = Classifier::with_text(model, encoder, self.classes, &text, None);
-                let r = crate::eval::evaluate(&zs, self.loader, Some(self.attack), s.progress)?;
+        let reports = crate::eval::evaluate_under_templates(
+            model,
+            encoder,
+            &self.engine.tokenizer,
+            self.classes,
+            &s.asr_templates,
+            self.loader,
+            Some(self.attack),
+            s.progress,
+        )?;
+        reports
+            .into_iter()
+            .map(|(t, r)| {
                 Ok(TemplateResult {
                     template: t.label(),
                     clean_accuracy: r.clean_accuracy,
