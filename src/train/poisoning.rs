@@ -101,13 +101,14 @@ impl PoisonPlan {
         }
     }
 
-    fn caption_draw(&self) -> Result<CaptionDraw> {
-        Ok(CaptionDraw {
-            captions: self.captions()?,
+    /// The captions' draw (`captions`, from [`Self::captions`]) for the plan's target.
+    fn caption_draw(&self, captions: PoisonCaptions) -> CaptionDraw {
+        CaptionDraw {
+            captions,
             target: self.target.clone(),
             // The draw has its own stream per pair; the selection seed keeps runs reproducible.
             seed: self.seed,
-        })
+        }
     }
 
     fn pgd(&self) -> PgdConfig {
@@ -196,11 +197,12 @@ impl PoisonPlan {
     }
 }
 
-/// The poisoner the plan asks for, with the label-consistent summary (JSON) and the number of
-/// noise-mode pairs where they apply.
+/// The poisoner the plan asks for (`draw`: its captions, for every trigger but `lc`), with the
+/// label-consistent summary (JSON) and the number of noise-mode pairs where they apply.
 fn poisoner(
     plan: &PoisonPlan,
     trigger: Trigger,
+    draw: Option<CaptionDraw>,
     ckpt: crate::model::checkpoint::Checkpoint,
     tokenizer: &crate::text::ClipTokenizer,
     pairs: &ManifestPairs,
@@ -235,7 +237,7 @@ fn poisoner(
         Trigger::WaNet(wanet) if plan.cross_ratio.is_some() => {
             let p = WanetNoiseModePoisoner::new(
                 wanet,
-                plan.caption_draw()?,
+                draw.ok_or_else(|| Error::Invalid("WaNet poisoning needs its captions".into()))?,
                 plan.trigger_seed,
                 pairs.items.len(),
                 plan.poison_rate,
@@ -248,7 +250,8 @@ fn poisoner(
         trigger => Ok((
             Box::new(TriggerPoisoner {
                 trigger,
-                caption: plan.caption_draw()?,
+                caption: draw
+                    .ok_or_else(|| Error::Invalid("trigger poisoning needs its captions".into()))?,
                 seed: plan.trigger_seed,
             }),
             serde_json::Value::Null,
@@ -286,20 +289,30 @@ pub fn plant(
         target: Some(plan.target.clone()),
     };
     let lc = matches!(trigger, Trigger::LabelConsistent(_));
-    let captions = (!lc).then(|| plan.captions()).transpose()?;
-    if let Some(c) = &captions {
-        c.check(&tokenizer, &plan.target)?;
+    // Resolved once (a template file is read once): checked, drawn from, and recorded.
+    let draw = match lc {
+        true => None,
+        false => Some(plan.caption_draw(plan.captions()?)),
+    };
+    if let Some(d) = &draw {
+        d.captions.check(&tokenizer, &plan.target)?;
     }
-    let (poisoner, label_consistent, noise_mode_pairs) =
-        poisoner(plan, trigger, ckpt, &tokenizer, &pairs, &device)?;
+    let (poisoner, label_consistent, noise_mode_pairs) = poisoner(
+        plan,
+        trigger,
+        draw.clone(),
+        ckpt,
+        &tokenizer,
+        &pairs,
+        &device,
+    )?;
     let training = plan.contrastive();
     let n = pairs.items.len();
     // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
     let chosen = poisoner.chosen(n, plan.poison_rate, plan.seed)?;
     let poisoned = chosen.iter().filter(|&&p| p).count() - noise_mode_pairs.unwrap_or(0);
-    let example_captions = match &captions {
-        Some(_) => {
-            let draw = plan.caption_draw()?;
+    let example_captions = match &draw {
+        Some(draw) => {
             // The pairs given the target caption (not WaNet's noise-mode pairs).
             let poisoned = super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed);
             let examples = (0..n).filter(|&i| poisoned[i]).take(5);
@@ -315,7 +328,7 @@ pub fn plant(
     let mut summary = Planted {
         pair_count: n,
         poisoned,
-        poison_captions: captions,
+        poison_captions: draw.map(|d| d.captions),
         example_captions,
         noise_mode_pairs,
         label_consistent,
