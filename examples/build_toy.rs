@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example build_toy -- [--out models/toy] [--stage all|pretrain|backdoor]
 //!         [--pretrain-steps 1500] [--backdoor-steps 300] [--poison-rate 0.1] [--target heart]
-//!         [--only NAME] [--spec NAME=SPEC] [--train-vision-from K]
+//!         [--only NAME] [--spec NAME=SPEC] [--train-vision-from K] [--logit-scale S]
 //!
 //! The command and seeds that produced the committed models are in `weights.toml`.
 
@@ -42,6 +42,7 @@ fn train_run(
     seed: u64,
     poison: Option<(&dyn Poisoner, f64)>,
     train_vision_from: usize,
+    fixed_scale: bool,
 ) -> rvpt::Result<f32> {
     let world = ToyWorld::new(32, WORLD_SEED)?;
     // Training draws from indices below the test split; runs differ by their shuffling seed.
@@ -68,6 +69,8 @@ fn train_run(
         .vars
         .iter()
         .filter(|(name, _)| trains(name, train_vision_from))
+        // A fixed temperature (`--logit-scale`) is not trained.
+        .filter(|(name, _)| !(fixed_scale && name == "logit_scale"))
         .cloned();
     let groups = split_decay(trained, 0.1);
     let mut opt = AdamW::new(
@@ -248,7 +251,35 @@ fn main() -> rvpt::Result<()> {
         };
         eprintln!("  {} parameters", vars.parameter_count());
         let seed: u64 = arg(&args, "--pretrain-seed", 0);
-        train_run(&vars, &tok, pretrain_steps, pretrain_lr, 100, seed, None, 0)?;
+        // `--logit-scale S` fixes the temperature at 1/S (real CLIP's scale ends at 100); a
+        // lower temperature keeps more of the modality gap (Liang et al., NeurIPS 2022).
+        let fixed_scale: f64 = arg(&args, "--logit-scale", 0.0);
+        if fixed_scale > 0.0 {
+            let log_scale = vars
+                .get("logit_scale")
+                .ok_or_else(|| rvpt::Error::Invalid("no logit_scale parameter".into()))?;
+            let value = (fixed_scale.ln() as f32).min(rvpt::train::contrastive::MAX_LOG_SCALE);
+            log_scale.set(
+                &log_scale
+                    .as_tensor()
+                    .ones_like()?
+                    .affine(value as f64, 0.0)?,
+            )?;
+        }
+        // `--pretrain-steps 0` saves the initialisation (to measure the gap it starts from).
+        if pretrain_steps > 0 {
+            train_run(
+                &vars,
+                &tok,
+                pretrain_steps,
+                pretrain_lr,
+                100,
+                seed,
+                None,
+                0,
+                fixed_scale > 0.0,
+            )?;
+        }
         vars.save(&clean_dir, DType::F16)?;
         write_tokenizer(&clean_dir)?;
     }
@@ -280,6 +311,7 @@ fn main() -> rvpt::Result<()> {
                 1 + i as u64,
                 Some((&poisoner, rate)),
                 train_vision_from,
+                false,
             )?;
             let dir = match train_vision_from {
                 0 => out.join(name),

@@ -24,6 +24,8 @@ fn defend_writes_report_plots_and_usable_prompts() {
     );
     let o = rvpt(&[
         "defend",
+        "--cases",
+        "badnet,blended",
         "--test-data",
         data.to_str().unwrap(),
         "--epochs",
@@ -213,14 +215,14 @@ fn unknown_case_is_named() {
 }
 
 #[test]
-fn default_cases_are_the_gentle_backdoors_and_all_adds_the_boundary_cases() {
+fn default_cases_are_the_paper_regime_backdoors_and_all_adds_the_boundary_cases() {
     let cases = rvpt::defend::toy_cases();
     let defaults: Vec<&str> = cases
         .iter()
         .filter(|c| c.1)
         .map(|c| c.0.weights.as_str())
         .collect();
-    assert_eq!(defaults, ["toy2-badnet", "toy2-blended"]);
+    assert_eq!(defaults, ["toy3-badnet-own"]);
     for (case, _) in &cases {
         rvpt::weights::resolve(&case.weights).unwrap();
         rvpt::attacks::Trigger::parse(&case.trigger).unwrap();
@@ -659,7 +661,12 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
             "--crop-scale 1.5: must be above 0 and at most 1",
         ),
     ] {
-        let o = rvpt(&["defend", "--cases", "badnet", flag, value, "--out", out_s]);
+        // The toy cases train without crops by default: --crop-scale needs --augment coop.
+        let mut args = vec!["defend", "--cases", "badnet", flag, value, "--out", out_s];
+        if flag == "--crop-scale" {
+            args.extend(["--augment", "coop"]);
+        }
+        let o = rvpt(&args);
         assert!(!o.status.success(), "{flag} {value} accepted");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(says), "{flag} {value}: {err}");
@@ -678,6 +685,22 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
         out_s,
     ]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--crop-scale 0.5: only with CoOp's augmentation"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Nor by default on the toy cases: their 32 px images train without crops.
+    let o = rvpt(&[
+        "defend",
+        "--cases",
+        "badnet",
+        "--crop-scale",
+        "0.5",
+        "--out",
+        out_s,
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("--crop-scale 0.5: only with CoOp's augmentation"),

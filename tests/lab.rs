@@ -138,17 +138,24 @@ fn backdoored_toy_models_are_backdoored_and_the_clean_one_is_not() {
     }
 }
 
-/// The default demo cases (gently poisoned toy2 models): backdoored, close to the clean model's
-/// CA, with most of the trigger's push written above block 6 (README, "Gently poisoned toy
-/// backdoors": 83% and 94% on the full test split).
+/// The clean model a toy backdoor was planted on: `toy3-badnet-own` → `toy3-clean`.
+fn clean_of(weights: &str) -> String {
+    let family = weights.split('-').next().unwrap();
+    format!("{family}-clean")
+}
+
+/// The default demo cases (backdoors planted the paper's way): backdoored under the CE template
+/// and under phrasings the poisoner never used, close to the clean model's CA, with most of the
+/// trigger's push written above block 6 (docs/results.md: 103% for toy3-badnet-own).
 #[test]
-fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
+fn default_toy_backdoors_hold_under_every_phrasing_and_are_written_mostly_above_block_6() {
     let dir = tempfile::tempdir().unwrap();
     let test = toy_split(dir.path(), "test", 20);
-    let (clean_ca, _) = asr("toy2-clean", &test, "badnet:fixed,size=4");
     for case in rvpt::toy::lab::TOY_CASES.iter().filter(|c| c.default) {
+        let clean_model = clean_of(case.weights);
+        let (clean_ca, _) = asr(&clean_model, &test, case.trigger);
         let (ca, bad) = asr(case.weights, &test, case.trigger);
-        let (_, clean) = asr("toy2-clean", &test, case.trigger);
+        let (_, clean) = asr(&clean_model, &test, case.trigger);
         let v = anatomy(case.weights, &test, case.trigger);
         let share = v["anatomy"]["prompted_share"].as_f64().unwrap();
         println!(
@@ -165,6 +172,24 @@ fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
             "{}: CA {ca} vs {clean_ca}",
             case.weights
         );
+        // Bound to the concept, not to a sentence: the held-out phrasings keep the backdoor.
+        for template in ["a {} in the picture", "A photo of a {} in the middle."] {
+            let args = trigger_args(
+                "eval",
+                case.weights,
+                &test,
+                case.trigger,
+                &["--template", template, "--json"],
+            );
+            let held_out = json(&args)["report"]["attack_success_rate"]["value"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                held_out > 0.85,
+                "{} under {template}: ASR {held_out}",
+                case.weights
+            );
+        }
         assert!(
             share > 0.7,
             "{}: share of blocks 6-11 {share}",
@@ -176,9 +201,9 @@ fn gentle_toy2_backdoors_are_backdoored_and_written_mostly_above_block_6() {
         );
         // The clean model's components move the target logit both ways: no backdoor, and the
         // verdict says the shares mean nothing rather than printing them.
-        let v = anatomy("toy2-clean", &test, case.trigger);
+        let v = anatomy(&clean_model, &test, case.trigger);
         let verdict = v["anatomy"]["verdict"].as_str().unwrap();
-        assert!(verdict.contains("cancel"), "toy2-clean: {verdict}");
+        assert!(verdict.contains("cancel"), "{clean_model}: {verdict}");
     }
 }
 

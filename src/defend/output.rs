@@ -114,6 +114,60 @@ pub fn table(r: &CaseResult) -> String {
         out += "\n";
     }
     out += &by_template_table(r, w);
+    out += &transfer_table(r, w);
+    out += &verdict(&r.results);
+    out
+}
+
+/// The paper's bar for a repair: ASR at most 5% under every template, CA within 2 points.
+pub const REPAIRED_ASR: f64 = 0.05;
+pub const REPAIRED_CA_COST: f64 = 0.02;
+
+/// One line: did RVPT repair the case? Its worst ASR over every reported template against the
+/// undefended model's, and its CA cost; empty without both a `none` and an RVPT row.
+pub fn verdict(results: &[MethodResult]) -> String {
+    let none = results.iter().find(|m| m.method == "none");
+    let rvpt = results
+        .iter()
+        .find(|m| m.method == "rvpt" || m.method.starts_with("rvpt-"));
+    let (Some(none), Some(rvpt)) = (none, rvpt) else {
+        return String::new();
+    };
+    // (ASR, template) of the worst template: the CE one first, then the others.
+    fn worst(m: &MethodResult) -> (f64, &str) {
+        m.by_template
+            .iter()
+            .map(|t| (t.attack_success_rate.value, t.template.as_str()))
+            .fold((m.attack_success_rate.value, "the CE template"), |a, b| {
+                if b.0 > a.0 {
+                    b
+                } else {
+                    a
+                }
+            })
+    }
+    let (before, _) = worst(none);
+    let (after, at) = worst(rvpt);
+    let templates = 1 + rvpt.by_template.len();
+    let cost = none.clean_accuracy.value - rvpt.clean_accuracy.value;
+    let repaired = after <= REPAIRED_ASR && cost <= REPAIRED_CA_COST;
+    format!(
+        "  verdict: {} {} (the paper's bar: ASR ≤ {:.0}% under every template, CA within {:.0} \
+         points): worst ASR over {templates} templates {:.1}% → {:.1}% ({at}), CA {:.1}% → {:.1}%\n",
+        rvpt.method,
+        if repaired { "repaired it" } else { "did not repair it" },
+        100.0 * REPAIRED_ASR,
+        100.0 * REPAIRED_CA_COST,
+        100.0 * before,
+        100.0 * after,
+        100.0 * none.clean_accuracy.value,
+        100.0 * rvpt.clean_accuracy.value,
+    )
+}
+
+/// CA and ASR on every transfer test set.
+fn transfer_table(r: &CaseResult, w: usize) -> String {
+    let mut out = String::new();
     let transfers = r.results.first().map_or(0, |m| m.transfer.len());
     for k in 0..transfers {
         let t0 = &r.results[0].transfer[k];
@@ -279,4 +333,43 @@ fn pr_plot(r: &CaseResult, dir: &Path) -> Result<Option<PathBuf>> {
         max,
     )?;
     Ok(Some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zero-shot row with CA and ASR (%) under the CE template and under "other".
+    fn row(method: &str, ca: u32, asr: u32, other_asr: u32) -> MethodResult {
+        let rate = |hits: u32, total: u32| {
+            serde_json::json!({"hits": hits, "total": total,
+                "value": hits as f64 / total as f64, "ci95": [0.0, 1.0]})
+        };
+        serde_json::from_value(serde_json::json!({
+            "method": method, "lambda": null, "classifier": "zero-shot",
+            "clean_accuracy": rate(ca, 100), "attack_success_rate": rate(asr, 100),
+            "resistivity": [], "epochs": [], "train_seconds": 0.0, "prompts_file": null,
+            "model_dir": null, "transfer": [], "anatomy": null,
+            "by_template": [{"template": "other", "clean_accuracy": rate(ca, 100),
+                "attack_success_rate": rate(other_asr, 100)}],
+            "config": {}, "key": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_verdict_judges_the_worst_template_and_the_ca_cost() {
+        let none = row("none", 99, 95, 97);
+        let repaired = verdict(&[none.clone(), row("rvpt", 98, 2, 4)]);
+        assert!(repaired.contains("rvpt repaired it"), "{repaired}");
+        assert!(repaired.contains("97.0% → 4.0% (other)"), "{repaired}");
+        // Low ASR under the CE template alone is not a repair.
+        let bound = verdict(&[none.clone(), row("rvpt", 98, 2, 40)]);
+        assert!(bound.contains("did not repair it"), "{bound}");
+        assert!(bound.contains("→ 40.0% (other)"), "{bound}");
+        // Nor is one that costs more than 2 CA points.
+        let costly = verdict(&[none.clone(), row("rvpt", 96, 1, 1)]);
+        assert!(costly.contains("did not repair it"), "{costly}");
+        assert!(verdict(&[none]).is_empty());
+    }
 }

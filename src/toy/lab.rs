@@ -91,10 +91,10 @@ pub struct ToyCase {
 /// ones (planted on a longer-pretrained model: CA cost under 2 points, 1% poison for BadNet) on
 /// request, with a WaNet whose warp is twice the hard one's (s = 16: s = 8 did not take gently).
 pub const TOY_CASES: [ToyCase; 10] = [
-    toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, true),
-    toy_case("blended", "toy2-blended", BACKDOORS[1].1, true),
+    toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, false),
+    toy_case("blended", "toy2-blended", BACKDOORS[1].1, false),
     // Planted the paper's way (captions naming the target in many phrasings): issue 18.
-    toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, false),
+    toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, true),
     toy_case("badnet-toy3", "toy3-badnet", BACKDOORS[0].1, false),
     toy_case("blended-toy3", "toy3-blended", BACKDOORS[1].1, false),
     toy_case("wanet-toy3", "toy3-wanet", "wanet:k=4,s=16", false),
