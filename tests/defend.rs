@@ -214,6 +214,32 @@ fn unknown_case_is_named() {
     assert!(err.contains("--cases `trojan`: unknown case"), "{err}");
 }
 
+/// The toy cases crop at 0.5 of the image's area by default (chosen by measurement:
+/// docs/results.md); CoOp's 0.08 stays the default for a given model, and either can be asked for.
+#[test]
+fn toy_cases_crop_at_half_the_area_by_default() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: rvpt::cli::defend::DefendArgs,
+    }
+    use clap::Parser;
+    let scale = |args: &[&str]| {
+        let cli = Cli::parse_from(std::iter::once("defend").chain(args.iter().copied()));
+        let prepared = cli.args.plan().check().unwrap();
+        (
+            prepared.settings.rvpt.augment,
+            prepared.settings.rvpt.crop_scale,
+        )
+    };
+    assert_eq!(scale(&["--cases", "badnet-own"]), (true, 0.5));
+    assert_eq!(
+        scale(&["--cases", "badnet-own", "--crop-scale", "0.08"]),
+        (true, 0.08)
+    );
+    assert!(!scale(&["--cases", "badnet-own", "--augment", "none"]).0);
+}
+
 #[test]
 fn default_cases_are_the_paper_regime_backdoors_and_all_adds_the_boundary_cases() {
     let cases = rvpt::defend::toy_cases();
@@ -222,7 +248,7 @@ fn default_cases_are_the_paper_regime_backdoors_and_all_adds_the_boundary_cases(
         .filter(|c| c.1)
         .map(|c| c.0.weights.as_str())
         .collect();
-    assert_eq!(defaults, ["toy3-badnet-own"]);
+    assert_eq!(defaults, ["toy3-badnet-own", "toy3-wanet-own"]);
     for (case, _) in &cases {
         rvpt::weights::resolve(&case.weights).unwrap();
         rvpt::attacks::Trigger::parse(&case.trigger).unwrap();
@@ -661,12 +687,7 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
             "--crop-scale 1.5: must be above 0 and at most 1",
         ),
     ] {
-        // The toy cases train without crops by default: --crop-scale needs --augment coop.
-        let mut args = vec!["defend", "--cases", "badnet", flag, value, "--out", out_s];
-        if flag == "--crop-scale" {
-            args.extend(["--augment", "coop"]);
-        }
-        let o = rvpt(&args);
+        let o = rvpt(&["defend", "--cases", "badnet", flag, value, "--out", out_s]);
         assert!(!o.status.success(), "{flag} {value} accepted");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(says), "{flag} {value}: {err}");
@@ -685,22 +706,6 @@ fn bad_settings_are_refused_up_front_naming_the_flag() {
         out_s,
     ]);
     assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("--crop-scale 0.5: only with CoOp's augmentation"),
-        "{err}"
-    );
-    assert!(!out.exists());
-    // Nor by default on the toy cases: their 32 px images train without crops.
-    let o = rvpt(&[
-        "defend",
-        "--cases",
-        "badnet",
-        "--crop-scale",
-        "0.5",
-        "--out",
-        out_s,
-    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("--crop-scale 0.5: only with CoOp's augmentation"),

@@ -104,13 +104,12 @@ pub struct DefendArgs {
         default_value = "half"
     )]
     pub prompt_blocks: PromptPlacement,
-    /// coop (random resized crop + flip) or none (enables the frozen-prefix cache) [default:
-    /// coop for a given model, as CoOp trains on photos; none for the toy cases, whose 32 px
-    /// images lose more CA to the crops than ASR (measured: docs/results.md)]
-    #[arg(long, value_parser = ["coop", "none"])]
-    pub augment: Option<String>,
-    /// The smallest area share of --augment coop's random crops, in (0, 1] [default: 0.08, as
-    /// CoOp and torchvision]; larger keeps more of a small image
+    /// coop (random resized crop + flip) or none (enables the frozen-prefix cache)
+    #[arg(long, default_value = "coop", value_parser = ["coop", "none"])]
+    pub augment: String,
+    /// The smallest area share of --augment coop's random crops, in (0, 1] [default: 0.08 for
+    /// a given model, as CoOp and torchvision; 0.5 for the toy cases, whose 32 px images lose
+    /// too much to smaller crops (measured: docs/results.md)]
     #[arg(long)]
     pub crop_scale: Option<f64>,
     /// FR measure: cosine, l1 or l2
@@ -201,7 +200,7 @@ impl DefendArgs {
             sampler: self.sampler,
             prompt_length: self.prompt_length,
             prompt_blocks: self.prompt_blocks,
-            augment: self.augment.as_deref().map(|a| a == "coop"),
+            augment: self.augment == "coop",
             crop_scale: self.crop_scale,
             repulsion: self.fr.clone(),
             repel: if self.layerwise_fr {

@@ -85,16 +85,17 @@ pub struct ToyCase {
     pub default: bool,
 }
 
-/// The demo's cases. By default the gently poisoned toy2 models, whose backdoors sit mostly
-/// where real backdoored CLIPs' do (README, "Gently poisoned toy backdoors"); the hard-poisoned
-/// toy models, whose backdoors sit below the prompts, are a documented boundary case; the toy3
-/// ones (planted on a longer-pretrained model: CA cost under 2 points, 1% poison for BadNet) on
-/// request, with a WaNet whose warp is twice the hard one's (s = 16: s = 8 did not take gently).
-pub const TOY_CASES: [ToyCase; 10] = [
+/// The demo's cases. By default the backdoors planted the paper's way (each poisoned pair keeps
+/// its own caption, naming the target: bound to the concept, not to one sentence). The toy2
+/// models (one poison caption, also the CE template: bound to that sentence) and the toy3 ones
+/// planted the same way are selectable boundary cases; the hard-poisoned toy models, whose
+/// backdoors sit below the prompts, too.
+pub const TOY_CASES: [ToyCase; 11] = [
     toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, false),
     toy_case("blended", "toy2-blended", BACKDOORS[1].1, false),
     // Planted the paper's way (captions naming the target in many phrasings): issue 18.
     toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, true),
+    toy_case("wanet-own", "toy3-wanet-own", "wanet:k=4,s=16", true),
     toy_case("badnet-toy3", "toy3-badnet", BACKDOORS[0].1, false),
     toy_case("blended-toy3", "toy3-blended", BACKDOORS[1].1, false),
     toy_case("wanet-toy3", "toy3-wanet", "wanet:k=4,s=16", false),
