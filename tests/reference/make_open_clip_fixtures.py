@@ -16,8 +16,12 @@ Everything is seeded. Outputs, one folder per shape rule under tests/fixtures/:
                  full `open_clip_model.safetensors` (what open_clip ran) into a hub-cache layout.
                  `preprocess_cfg` has ImageNet's mean/std, not CLIP's.
   openclip-l14/  patch 14, head_width 16 (3 heads of 48), mlp_ratio 3.7 (int(48*3.7) = 177), 42 px,
-                 vocab 100, context 16, 2 text heads of 24: open_clip's own local layout
+                 vocab 100, context 16, 3 text heads of 24: open_clip's own local layout
                  (`open_clip_pytorch_model.bin` + `open_clip_config.json`).
+  openclip-bare/ a state dict alone (`open_clip_pytorch_model.bin`, widths 64 so OpenAI's
+                 heads = width / 64 infers it), its model config kept bare as open_clip's
+                 model_configs/*.json are (`ViT-tiny.json`, `ViT-tiny-quickgelu.json`), for the
+                 test to place beside it.
   each: open_clip_config.json (GELU, as open_clip's `ViT-B-32.json`: no `quick_gelu` key),
         open_clip_config-quickgelu.json, config-gelu.json / config-quick_gelu.json (transformers'
         CLIPConfig of the same model), expected.safetensors (inputs; per activation, open_clip's
@@ -58,12 +62,25 @@ VARIANTS = {
     "openclip-l14": dict(
         model_cfg=dict(
             embed_dim=24,
-            vision_cfg=dict(layers=2, width=48, head_width=16, mlp_ratio=3.7, patch_size=14, image_size=42),
-            text_cfg=dict(context_length=16, vocab_size=100, width=24, heads=3, layers=2, mlp_ratio=4.0),
+            vision_cfg=dict(layers=1, width=48, head_width=16, mlp_ratio=3.7, patch_size=14, image_size=42),
+            text_cfg=dict(context_length=16, vocab_size=100, width=24, heads=3, layers=1, mlp_ratio=4.0),
         ),
         preprocess_cfg=None,
         checkpoint="open_clip_pytorch_model.bin",
         zero_shot=False,
+    ),
+    # A state dict alone: widths OpenAI's heads = width / 64 infers; its model config is kept
+    # bare (as open_clip's model_configs/*.json) under another name, for the test to place.
+    "openclip-bare": dict(
+        model_cfg=dict(
+            embed_dim=16,
+            vision_cfg=dict(layers=1, width=64, head_width=64, mlp_ratio=1.0, patch_size=8, image_size=16),
+            text_cfg=dict(context_length=8, vocab_size=100, width=64, heads=1, layers=1, mlp_ratio=1.0),
+        ),
+        preprocess_cfg=None,
+        checkpoint="open_clip_pytorch_model.bin",
+        zero_shot=False,
+        bare=True,
     ),
 }
 LABELS = ["cat", "coffee", "astronaut", "man with a camera", "rocket"]
@@ -145,14 +162,23 @@ def transformers_config(mc, act):
     )
 
 
-def write_config(d, name, spec, quick_gelu):
+def hub_config(spec, quick_gelu):
     mc = json.loads(json.dumps(spec["model_cfg"]))
     if quick_gelu:
         mc["quick_gelu"] = True
     cfg = {"model_cfg": mc}
     if spec["preprocess_cfg"]:
         cfg["preprocess_cfg"] = spec["preprocess_cfg"]
-    (d / name).write_text(json.dumps(cfg, indent=2))
+    return cfg
+
+
+def config_files(spec):
+    """(activation, file name, content) of the open_clip configs a variant ships."""
+    if spec.get("bare"):
+        return [("gelu", "ViT-tiny.json", hub_config(spec, False)["model_cfg"]),
+                ("quick_gelu", "ViT-tiny-quickgelu.json", hub_config(spec, True)["model_cfg"])]
+    return [("gelu", "open_clip_config.json", hub_config(spec, False)),
+            ("quick_gelu", "open_clip_config-quickgelu.json", hub_config(spec, True))]
 
 
 def text_ids(spec, g):
@@ -163,7 +189,7 @@ def text_ids(spec, g):
     n, ctx, vocab = 4, t["context_length"], t["vocab_size"]
     ids = torch.zeros(n, ctx, dtype=torch.long)
     for i in range(n):
-        length = 3 + i * 3
+        length = min(3 + i * 3, ctx)
         ids[i, 0] = vocab - 2
         ids[i, 1:length - 1] = torch.randint(1, vocab - 2, (length - 2,), generator=g)
         ids[i, length - 1] = vocab - 1
@@ -199,8 +225,8 @@ def make_variant(name, spec, seed):
         save_file({k: v.contiguous() for k, v in stored.items()}, d / "weights.safetensors")
     else:
         torch.save({k: v.half() for k, v in sd.items()}, d / spec["checkpoint"])
-    for quick, fname in ((False, "open_clip_config.json"), (True, "open_clip_config-quickgelu.json")):
-        write_config(d, fname, spec, quick)
+    for _, fname, content in config_files(spec):
+        (d / fname).write_text(json.dumps(content, indent=2))
     for act in ("gelu", "quick_gelu"):
         (d / f"config-{act}.json").write_text(json.dumps(transformers_config(mc, act), indent=2))
 
@@ -216,8 +242,8 @@ def make_variant(name, spec, seed):
             sf({k: v.half().contiguous() for k, v in sd.items()}, tmp / spec["checkpoint"])
         else:
             (tmp / spec["checkpoint"]).write_bytes((d / spec["checkpoint"]).read_bytes())
-        for act, cfg_name in (("gelu", "open_clip_config.json"), ("quick_gelu", "open_clip_config-quickgelu.json")):
-            (tmp / "open_clip_config.json").write_text((d / cfg_name).read_text())
+        for act, _, _ in config_files(spec):
+            (tmp / "open_clip_config.json").write_text(json.dumps(hub_config(spec, act == "quick_gelu")))
             model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp}")
             model = model.float().eval()
             want = torch.nn.GELU if act == "gelu" else open_clip.model.QuickGELU
