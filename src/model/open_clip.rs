@@ -216,7 +216,7 @@ impl Reader<'_> {
             match k.as_str() {
                 "layers" if v.is_array() => {
                     return Err(self.unsupported(
-                        key,
+                        format!("{key} = {v} (a ResNet image tower)"),
                         "a list of stage depths is open_clip's ModifiedResNet: rvpt builds ViT \
                          image towers only",
                     ))

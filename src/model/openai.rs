@@ -206,7 +206,8 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
                 reason: format!(
                     "cannot infer the {tower} tower's number of attention heads: its width \
                      {width} is not a multiple of 64 (OpenAI's rule, heads = width / 64); give \
-                     the model's config.json next to the checkpoint (a directory holding both)"
+                     the model's config.json or open_clip_config.json next to the checkpoint (a directory \
+                     holding both)"
                 ),
             });
         }
