@@ -565,3 +565,83 @@ fn unsupported_open_clip_models_are_refused_by_name() {
         other => panic!("expected Error::Unsupported, got {:?}", other.map(|_| ())),
     }
 }
+
+/// RVPT trains on an open_clip GELU model (prompts on the later half of its blocks), and its
+/// results are keyed to the activation and preprocessing the config gave: the same checkpoint
+/// under the QuickGELU config is another model, so the finished run is not reported for it.
+#[test]
+fn rvpt_trains_on_an_open_clip_model_and_its_key_records_the_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    checkpoint_of("openclip-b16", &model);
+    let config = model.join("open_clip_config.json");
+    std::fs::copy(fixture("openclip-b16/open_clip_config.json"), &config).unwrap();
+    let (train, test, out) = (d.join("train"), d.join("test"), d.join("out"));
+    for (folder, split) in [(&train, "train"), (&test, "test")] {
+        let (ok, _, err) = rvpt(&[
+            "toy",
+            "--out",
+            folder.to_str().unwrap(),
+            "--split",
+            split,
+            "--per-class",
+            "2",
+        ]);
+        assert!(ok, "{err}");
+    }
+    let args = [
+        "defend",
+        "--weights",
+        model.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--test-data",
+        test.to_str().unwrap(),
+        "--trigger",
+        "badnet:fixed,size=4",
+        "--target",
+        "heart",
+        "--methods",
+        "rvpt",
+        "--epochs",
+        "1",
+        "--shots",
+        "1",
+        "--prompt-length",
+        "2",
+        "--prompt-blocks",
+        "half",
+        "--augment",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    let (ok, stdout, err) = rvpt(&args);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let row = &report["cases"][0]["results"][0];
+    assert_eq!(row["method"], "rvpt");
+    assert_eq!(row["config"]["weights_model"]["activation"], "gelu");
+    // `half` of a 2-block tower: the last block.
+    assert_eq!(row["config"]["prompts"]["blocks"], "1..2");
+    assert!(row["clean_accuracy"]["value"].as_f64().unwrap().is_finite());
+    let weights = &report["cases"][0]["weights"];
+    assert_eq!(weights["config_source"], "open-clip");
+    assert_eq!(weights["config"]["vision_config"]["hidden_act"], "gelu");
+
+    // Same checkpoint, same --out, QuickGELU config: refused, naming what changed.
+    std::fs::copy(
+        fixture("openclip-b16/open_clip_config-quickgelu.json"),
+        &config,
+    )
+    .unwrap();
+    let (ok, _, err) = rvpt(&args);
+    assert!(
+        !ok,
+        "the GELU model's results were reported for the QuickGELU model"
+    );
+    assert!(err.contains("weights_model"), "{err}");
+}
