@@ -281,7 +281,7 @@ fn hub_listing(
         return Ok(None);
     }
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
+    let info = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
         .build()
         .and_then(|api| api.repo(repo).info())
         .map_err(|e| Error::Resolve {
@@ -289,7 +289,7 @@ fn hub_listing(
             reason: format!("cannot list the repository's files: {e}"),
         })?;
     Ok(Some(
-        api.siblings.into_iter().map(|s| s.rfilename).collect(),
+        info.siblings.into_iter().map(|s| s.rfilename).collect(),
     ))
 }
 
