@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, ImageEncoder};
-use crate::model::{Checkpoint, Clip, ClipConfig};
+use crate::model::{read_config_file, Checkpoint, Clip, ClipConfig};
 use crate::text::{ClipTokenizer, Templates};
 use crate::train::rvpt::{DeepPrompts, PromptCheckpoint, PromptedEncoder};
 use crate::weights::{resolve, ResolvedWeights};
@@ -33,6 +33,10 @@ pub struct WeightsUsed {
     pub config: crate::model::ClipConfig,
     /// Where `config` came from: a config.json, inferred from the shapes, or the default.
     pub config_source: crate::model::ConfigSource,
+    /// What was assumed rather than read (the MLP activation of a bare state dict); absent when
+    /// the config stated everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assumption: Option<String>,
 }
 
 impl WeightsUsed {
@@ -49,6 +53,9 @@ impl WeightsUsed {
             layout: layout.into(),
             config: config.clone(),
             config_source,
+            assumption: config_source
+                .activation_assumed()
+                .then(|| crate::model::ACTIVATION_ASSUMED.to_string()),
         }
     }
 }
@@ -198,23 +205,36 @@ pub fn encoder<'a>(
     })
 }
 
-/// Reads and validates the checkpoint of resolved weights, with their config.json if any.
+/// Reads and validates the checkpoint of resolved weights, with their config file if any
+/// (transformers' config.json or open_clip's open_clip_config.json). Warns on stderr, once per
+/// process, when the activation had to be assumed.
 pub fn read_checkpoint(weights: &ResolvedWeights) -> Result<Checkpoint> {
     let config = weights
         .config
         .as_deref()
-        .map(ClipConfig::from_file)
+        .map(read_config_file)
         .transpose()?;
-    let ckpt = Checkpoint::read(&weights.checkpoint, config)?;
+    let ckpt = Checkpoint::read_with(&weights.checkpoint, config)?;
     ckpt.validate(&weights.checkpoint)?;
+    if ckpt.config_source.activation_assumed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "warning: {}: {}",
+                weights.checkpoint.display(),
+                crate::model::ACTIVATION_ASSUMED
+            );
+        }
+    }
     Ok(ckpt)
 }
 
-/// The model's config without reading its tensors when a config.json is there; otherwise it
+/// The model's config without reading its tensors when a config file is there; otherwise it
 /// is inferred from the checkpoint's shapes (read in full).
 pub fn read_config(weights: &ResolvedWeights) -> Result<ClipConfig> {
     match &weights.config {
-        Some(path) => ClipConfig::from_file(path),
+        Some(path) => Ok(read_config_file(path)?.0),
         None => Ok(read_checkpoint(weights)?.config),
     }
 }

@@ -45,6 +45,15 @@ pub enum Error {
     #[error("invalid checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
 
+    /// A model (or preprocessing) rvpt does not build, named by what the config or the state
+    /// dict says: refused rather than loaded as something else.
+    #[error("{}: {feature} is not supported: {reason}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        feature: String,
+        reason: String,
+    },
+
     #[error("cannot resolve weights `{spec}`: {reason}")]
     Resolve { spec: String, reason: String },
 

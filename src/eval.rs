@@ -109,7 +109,10 @@ impl<'a> Classifier<'a> {
 
     /// Images in [0, 1] → normalised pixels on the model's device and dtype.
     pub fn pixels(&self, unit_images: &Tensor) -> Result<Tensor> {
-        let pixels = crate::image::normalize(&unit_images.to_device(self.text.device())?)?;
+        let pixels = crate::image::normalize_with(
+            &unit_images.to_device(self.text.device())?,
+            &self.model.config().preprocess,
+        )?;
         Ok(pixels.to_dtype(self.text.dtype())?)
     }
 

@@ -105,9 +105,15 @@ pub fn to_unit_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
 
 /// (…, 3, H, W) in [0, 1] → CLIP-normalised pixels.
 pub fn normalize(unit: &Tensor) -> Result<Tensor> {
+    normalize_with(unit, &crate::model::Preprocess::default())
+}
+
+/// (…, 3, H, W) in [0, 1] → pixels normalised with a model's own mean and std
+/// (`model.config().preprocess`).
+pub fn normalize_with(unit: &Tensor, p: &crate::model::Preprocess) -> Result<Tensor> {
     let device = unit.device();
-    let mean = Tensor::from_slice(&CLIP_MEAN, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
-    let std = Tensor::from_slice(&CLIP_STD, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
+    let mean = Tensor::from_slice(&p.mean, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
+    let std = Tensor::from_slice(&p.std, (3, 1, 1), device)?.to_dtype(unit.dtype())?;
     Ok(unit.broadcast_sub(&mean)?.broadcast_div(&std)?)
 }
 

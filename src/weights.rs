@@ -180,7 +180,26 @@ fn sibling(dir: &Path, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// A local directory or file. A file's directory supplies config.json / tokenizer.json if present.
+/// The config files that may describe `checkpoint`, most fitting first: open_clip's own beside
+/// an `open_clip_*` checkpoint (a repo holding both layouts may also hold a `config.json` that
+/// is not a CLIPConfig, e.g. timm's), transformers' otherwise.
+pub fn config_names_for(checkpoint: &Path) -> [&'static str; 2] {
+    let name = checkpoint
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if name.starts_with("open_clip") {
+        [OPEN_CLIP_CONFIG, "config.json"]
+    } else {
+        ["config.json", OPEN_CLIP_CONFIG]
+    }
+}
+
+/// open_clip's hub config: `model_cfg` (activation included) and `preprocess_cfg`.
+pub const OPEN_CLIP_CONFIG: &str = "open_clip_config.json";
+
+/// A local directory or file. A file's directory supplies its config (config.json or
+/// open_clip_config.json, see [`config_names_for`]) and tokenizer.json if present.
 fn resolve_local(path: &Path) -> Result<ResolvedWeights> {
     let (dir, checkpoint) = if path.is_dir() {
         (path.to_path_buf(), find_checkpoint_in(path)?)
@@ -188,10 +207,13 @@ fn resolve_local(path: &Path) -> Result<ResolvedWeights> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         (dir, path.to_path_buf())
     };
+    let config = config_names_for(&checkpoint)
+        .iter()
+        .find_map(|n| sibling(&dir, n));
     Ok(ResolvedWeights {
         source: format!("local:{}", path.display()),
         checkpoint,
-        config: sibling(&dir, "config.json"),
+        config,
         tokenizer: sibling(&dir, "tokenizer.json"),
         files: Vec::new(),
         planted: crate::attacks::planted::PlantedTrigger::read(&dir)?,
@@ -248,34 +270,125 @@ pub fn hub_file(
     })
 }
 
+/// The files of a hub repo at `revision`, or None offline (then only the cache is consulted).
+fn hub_listing(
+    settings: &HubSettings,
+    repo_id: &str,
+    revision: &str,
+) -> Result<Option<Vec<String>>> {
+    use hf_hub::{Cache, Repo, RepoType};
+    if settings.offline {
+        return Ok(None);
+    }
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let info = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
+        .build()
+        .and_then(|api| api.repo(repo).info())
+        .map_err(|e| Error::Resolve {
+            spec: format!("{repo_id}@{revision}"),
+            reason: format!("cannot list the repository's files: {e}"),
+        })?;
+    Ok(Some(
+        info.siblings.into_iter().map(|s| s.rfilename).collect(),
+    ))
+}
+
+/// Whether `file` is in the cache for `revision` (without downloading).
+fn hub_cached(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> bool {
+    use hf_hub::{Cache, Repo, RepoType};
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let pinned = settings
+        .cache_dir
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(revision)
+        .join(file);
+    (is_commit_hash(revision) && pinned.is_file())
+        || Cache::new(settings.cache_dir.clone())
+            .repo(repo)
+            .get(file)
+            .is_some()
+}
+
 fn resolve_hub(
     settings: &HubSettings,
     repo_id: &str,
     revision: &str,
     entry: Option<&ManifestEntry>,
 ) -> Result<ResolvedWeights> {
-    let checkpoint_name = entry.map_or("model.safetensors", |e| e.checkpoint.as_str());
-    let checkpoint = hub_file(settings, repo_id, revision, checkpoint_name)?;
+    let spec = format!("{repo_id}@{revision}");
+    // A manifest entry names its files; a bare repo id is a transformers or an open_clip repo,
+    // told by the files it holds (the cache's, offline; the hub's listing, online).
+    let listing = match entry {
+        Some(_) => None,
+        None => hub_listing(settings, repo_id, revision)?,
+    };
+    let present = |name: &str| {
+        hub_cached(settings, repo_id, revision, name)
+            || listing
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|f| f == name))
+    };
+    let checkpoint_name = match entry {
+        Some(e) => e.checkpoint.clone(),
+        None => CHECKPOINT_NAMES
+            .iter()
+            .find(|n| present(n))
+            .map(|n| n.to_string())
+            .ok_or_else(|| Error::Resolve {
+                spec: spec.clone(),
+                reason: format!(
+                    "none of {} is {}",
+                    CHECKPOINT_NAMES.join(", "),
+                    if listing.is_some() {
+                        "in the repository".to_string()
+                    } else {
+                        format!(
+                            "in the HF cache at {} (HF_HUB_OFFLINE is set)",
+                            settings.cache_dir.display()
+                        )
+                    }
+                ),
+            })?,
+    };
+    let checkpoint = hub_file(settings, repo_id, revision, &checkpoint_name)?;
     // config and tokenizer are optional: an absent file is not an error, a failed download is.
     let optional = |name: &str| -> Result<Option<PathBuf>> {
+        if listing
+            .as_ref()
+            .is_some_and(|l| !l.iter().any(|f| f == name))
+        {
+            return Ok(None);
+        }
         match hub_file(settings, repo_id, revision, name) {
             Ok(p) => Ok(Some(p)),
             Err(Error::Resolve { .. }) if settings.offline => Ok(None),
             Err(e) => Err(e),
         }
     };
-    let config = optional(
-        entry
-            .and_then(|e| e.config.as_deref())
-            .unwrap_or("config.json"),
-    )?;
+    let config = match entry.and_then(|e| e.config.as_deref()) {
+        Some(name) => optional(name)?,
+        None => {
+            let mut found = None;
+            for name in config_names_for(Path::new(&checkpoint_name)) {
+                if entry.is_none() && !present(name) {
+                    continue;
+                }
+                if let Some(p) = optional(name)? {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found
+        }
+    };
     let tokenizer = optional(
         entry
             .and_then(|e| e.tokenizer.as_deref())
             .unwrap_or("tokenizer.json"),
     )?;
     Ok(ResolvedWeights {
-        source: format!("hub:{repo_id}@{revision}"),
+        source: format!("hub:{spec}"),
         checkpoint,
         config,
         tokenizer,

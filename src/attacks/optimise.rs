@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 /// Unit image embeddings of [0, 1] images.
 fn unit_embeds(model: &Clip, unit: &Tensor) -> Result<Tensor> {
-    let pixels = crate::image::normalize(unit)?;
+    let pixels = crate::image::normalize_with(unit, &model.config().preprocess)?;
     Ok(l2_normalize(&model.image_embeds(&pixels)?)?)
 }
 

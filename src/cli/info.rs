@@ -22,6 +22,7 @@ pub fn run(args: Args) -> crate::Result<()> {
             "layout": ckpt.layout,
             "config": ckpt.config,
             "config_source": ckpt.config_source,
+            "activation_assumed": ckpt.config_source.activation_assumed(),
             "parameters": counts,
             "files": weights.files,
             "provenance": crate::report::Provenance::now().with_weights(
@@ -33,14 +34,32 @@ pub fn run(args: Args) -> crate::Result<()> {
     println!("source      {}", weights.source);
     println!("layout      {}", ckpt.layout);
     println!("config      {}", ckpt.config_source);
+    let activation = |a: crate::model::Activation| match a {
+        crate::model::Activation::QuickGelu => "quick_gelu",
+        crate::model::Activation::Gelu => "gelu",
+    };
+    if ckpt.config_source.activation_assumed() {
+        println!(
+            "activation  {} (assumed: {})",
+            activation(v.hidden_act),
+            crate::model::ACTIVATION_ASSUMED
+        );
+    } else {
+        println!(
+            "activation  {} (stated by the config)",
+            activation(v.hidden_act)
+        );
+    }
+    let p = &ckpt.config.preprocess;
+    println!("normalise   mean {:?}, std {:?}", p.mean, p.std);
     println!(
-        "vision      {}px, patch {}, width {}, {} blocks, {} heads, {:?}",
+        "vision      {}px, patch {}, width {}, mlp {}, {} blocks, {} heads",
         v.image_size,
         v.patch_size,
         v.hidden_size,
+        v.intermediate_size,
         v.num_hidden_layers,
-        v.num_attention_heads,
-        v.hidden_act
+        v.num_attention_heads
     );
     println!(
         "text        context {}, vocab {}, width {}, {} blocks, {} heads",

@@ -193,8 +193,10 @@ pub fn fine_tune(ctx: &DefenceContext, cfg: &CleanClipConfig, out_dir: &Path) ->
                 unit.push(image_view(&images[i], &ops, &mut rng)?);
                 captions.push(caption_view(&pairs[i].1, &mut rng));
             }
-            let pixels =
-                crate::image::normalize(&Tensor::stack(&unit, 0)?.to_device(&ctx.device)?)?;
+            let pixels = crate::image::normalize_with(
+                &Tensor::stack(&unit, 0)?.to_device(&ctx.device)?,
+                &model.config().preprocess,
+            )?;
             let ids = ctx.tokenizer.encode_tensor(&captions, &ctx.device)?;
             let (ie, te) = (model.image_embeds(&pixels)?, model.text_embeds(&ids)?);
             let b = chunk.len();

@@ -1,7 +1,7 @@
 //! One backdoored model through every method: the same shots, the same evaluation pass, the
 //! same report row. Methods an earlier run finished are taken from it, not run again.
 
-use super::run_config::{DataId, FolderId, RunConfig};
+use super::run_config::{DataId, FolderId, RunConfig, WeightsKey};
 use crate::anatomy::{trigger_push, AnatomyReport, PushSpec};
 use crate::attacks::{Perturbation, Trigger};
 use crate::data::{k_shot, k_shot_coop, ImageFolder, Loader, TooFew, Transform};
@@ -437,12 +437,12 @@ impl<'a> Planned<'a> {
         spec: &'a MethodSpec,
         case: &Case,
         s: &DefendSettings,
-        weights_sha256: Option<&str>,
+        weights: &WeightsKey,
         blocks: std::ops::Range<usize>,
         data: &DataId,
         done: &[MethodResult],
     ) -> Result<Self> {
-        let config = RunConfig::resolve(spec, case, s, weights_sha256, blocks, data);
+        let config = RunConfig::resolve(spec, case, s, weights, blocks, data);
         let key = config.key()?;
         let reuse = earlier_result(done, &config, &key, &s.out_dir)?.cloned();
         Ok(Self {
@@ -537,11 +537,12 @@ pub fn defend_case(
         .resolve(engine.model.config().vision_config.num_hidden_layers)?;
     let data = data_id(&train, &test, &transfer_sets, s)?;
     let sha = engine.checkpoint_sha256().map(str::to_string);
+    let weights_key = WeightsKey::of(&engine);
     let done = earlier.map_or(&[][..], |e| e.results.as_slice());
     let plans = s
         .methods
         .iter()
-        .map(|m| Planned::new(m, case, s, sha.as_deref(), blocks.clone(), &data, done))
+        .map(|m| Planned::new(m, case, s, &weights_key, blocks.clone(), &data, done))
         .collect::<Result<Vec<_>>>()?;
     let loader = Loader::new(
         test.samples().to_vec(),

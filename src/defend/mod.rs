@@ -20,7 +20,9 @@ pub use case::{
 pub use output::{plots, table, DefendReport};
 pub use plan::{toy_cases, DefendPlan, Models, Prepared};
 pub use resume::{previous_results, OutLock};
-pub use run_config::{DataId, EvalConfig, FolderId, RunConfig, ShotsConfig};
+pub use run_config::{
+    DataId, EvalConfig, FolderId, RunConfig, ShotsConfig, WeightsKey, WeightsModel,
+};
 
 use crate::attacks::Perturbation;
 use crate::error::Result;

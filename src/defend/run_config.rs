@@ -78,6 +78,46 @@ pub struct EvalConfig {
     pub asr_templates: Vec<Templates>,
 }
 
+/// What the weights were built as where their checkpoint's digest does not say it (a config
+/// file beside it can make one state dict a GELU or a QuickGELU model, with its own mean and
+/// std). Recorded only when not QuickGELU with CLIP's preprocessing, what every model was
+/// built as before configs said otherwise, so the keys of earlier runs stand.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WeightsModel {
+    pub activation: crate::model::Activation,
+    pub preprocess: crate::model::Preprocess,
+}
+
+impl WeightsModel {
+    /// None for what earlier runs all were: QuickGELU in both towers, CLIP's statistics.
+    pub fn of(config: &crate::model::ClipConfig) -> Option<Self> {
+        use crate::model::Activation::QuickGelu;
+        let (v, t) = (&config.vision_config, &config.text_config);
+        let usual =
+            v.hidden_act == QuickGelu && t.hidden_act == QuickGelu && config.preprocess.is_clip();
+        (!usual).then(|| Self {
+            activation: v.hidden_act,
+            preprocess: config.preprocess.clone(),
+        })
+    }
+}
+
+/// The weights as a run key records them: the checkpoint's digest and [`WeightsModel`].
+#[derive(Debug, Clone, Default)]
+pub struct WeightsKey {
+    pub sha256: Option<String>,
+    pub model: Option<WeightsModel>,
+}
+
+impl WeightsKey {
+    pub fn of(engine: &crate::engine::Engine) -> Self {
+        Self {
+            sha256: engine.checkpoint_sha256().map(str::to_string),
+            model: WeightsModel::of(engine.model.config()),
+        }
+    }
+}
+
 /// Everything that can change one method's numbers on one case.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
@@ -91,6 +131,9 @@ pub struct RunConfig {
     pub templates: Templates,
     pub weights: String,
     pub weights_sha256: Option<String>,
+    /// Absent for QuickGELU with CLIP's preprocessing (see [`WeightsModel`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_model: Option<WeightsModel>,
     pub trigger: String,
     pub target: String,
     pub data: DataId,
@@ -106,7 +149,7 @@ impl RunConfig {
         method: &MethodSpec,
         case: &Case,
         s: &DefendSettings,
-        weights_sha256: Option<&str>,
+        weights: &WeightsKey,
         blocks: std::ops::Range<usize>,
         data: &DataId,
     ) -> Self {
@@ -133,7 +176,8 @@ impl RunConfig {
             },
             templates: s.templates.clone(),
             weights: case.weights.clone(),
-            weights_sha256: weights_sha256.map(str::to_string),
+            weights_sha256: weights.sha256.clone(),
+            weights_model: weights.model.clone(),
             trigger: case.trigger.clone(),
             target: case.target.clone(),
             data: DataId {

@@ -3,6 +3,7 @@
 
 use super::clip::Clip;
 use super::config::ClipConfig;
+use super::open_clip;
 use super::openai;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Shape, Tensor};
@@ -127,13 +128,14 @@ pub struct ParameterCounts {
     pub total: usize,
 }
 
-/// The tensors of a checkpoint in transformers names, with the config they come with.
 /// Where a checkpoint's config came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConfigSource {
-    /// A config.json (or a config given by the caller).
+    /// A transformers config.json (or a config given by the caller).
     Given,
+    /// open_clip's `open_clip_config.json` (or a bare open_clip model config).
+    OpenClip,
     /// Inferred from an OpenAI-layout state dict's shapes (heads = width / 64, quick_gelu,
     /// pooling at the argmax of the ids).
     Inferred,
@@ -145,9 +147,42 @@ impl std::fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Given => "config.json",
-            Self::Inferred => "inferred from the checkpoint's shapes (OpenAI's rules: heads = width / 64, quick_gelu, pooling at the argmax of the ids)",
+            Self::OpenClip => "open_clip_config.json",
+            Self::Inferred => "inferred from the checkpoint's shapes (OpenAI's rules: heads = width / 64, quick_gelu assumed, pooling at the argmax of the ids)",
             Self::Default => "none found: the ViT-B/32 default, checked against the shapes",
         })
+    }
+}
+
+impl ConfigSource {
+    /// True when nothing stated the MLP activation: a state dict's tensors are the same for
+    /// QuickGELU (OpenAI, open_clip `*-quickgelu`) and GELU (open_clip `ViT-B-32` and most
+    /// open_clip trainings), so QuickGELU was assumed.
+    pub fn activation_assumed(self) -> bool {
+        matches!(self, Self::Inferred | Self::Default)
+    }
+}
+
+/// What `rvpt info`, the warning and reports say when the activation was assumed.
+pub const ACTIVATION_ASSUMED: &str =
+    "the checkpoint cannot tell QuickGELU from GELU and no config \
+     states it: QuickGELU (OpenAI's) is assumed. If the model was trained with open_clip's GELU \
+     (e.g. `ViT-B-32`, not `ViT-B-32-quickgelu`), put its open_clip_config.json beside the \
+     checkpoint (the hub file, or open_clip's model_configs/<model>.json renamed; GELU unless \
+     it says \"quick_gelu\": true) or a transformers config.json with hidden_act \"gelu\"";
+
+/// A model config file: transformers' `config.json` or open_clip's `open_clip_config.json`,
+/// told apart by their content (open_clip's has `model_cfg` or `vision_cfg`).
+pub fn read_config_file(path: &Path) -> Result<(ClipConfig, ConfigSource)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if open_clip::is_open_clip_config(&json) {
+        Ok((open_clip::from_json(&json, path)?, ConfigSource::OpenClip))
+    } else {
+        Ok((ClipConfig::from_json_str(&text, path)?, ConfigSource::Given))
     }
 }
 
@@ -163,11 +198,18 @@ impl Checkpoint {
     /// Reads `path`; `config` comes from a config.json when given, else (OpenAI layout) from the
     /// shapes, else the ViT-B/32 default.
     pub fn read(path: &Path, config: Option<ClipConfig>) -> Result<Self> {
+        Self::read_with(path, config.map(|c| (c, ConfigSource::Given)))
+    }
+
+    /// As [`Self::read`], with the config's source (see [`read_config_file`]).
+    pub fn read_with(path: &Path, config: Option<(ClipConfig, ConfigSource)>) -> Result<Self> {
         let raw = read_tensors(path)?;
-        let given = config.is_some();
+        let given = config.as_ref().map(|(_, source)| *source);
+        let config = config.map(|(c, _)| c);
         let (tensors, inferred, layout) = if openai::is_openai_layout(&raw) {
+            openai::refuse_unsupported(&raw, path)?;
             // Inferred only when no config is given: what cannot be inferred is refused there.
-            let inferred = if given {
+            let inferred = if given.is_some() {
                 None
             } else {
                 Some(openai::infer_config(&raw, path)?)
@@ -176,6 +218,10 @@ impl Checkpoint {
         } else if raw.contains_key("vision_model.embeddings.patch_embedding.weight") {
             (raw, None, "hf")
         } else {
+            if raw.keys().any(|k| k.starts_with("visual.")) {
+                // An open_clip model of another kind (timm tower, …): named if known.
+                openai::refuse_unsupported(&raw, path)?;
+            }
             let mut names: Vec<_> = raw.keys().take(5).cloned().collect();
             names.sort();
             return Err(Error::Checkpoint {
@@ -188,9 +234,9 @@ impl Checkpoint {
             });
         };
         let config_source = match (given, inferred.is_some()) {
-            (true, _) => ConfigSource::Given,
-            (false, true) => ConfigSource::Inferred,
-            (false, false) => ConfigSource::Default,
+            (Some(source), _) => source,
+            (None, true) => ConfigSource::Inferred,
+            (None, false) => ConfigSource::Default,
         };
         let config = config.or(inferred).unwrap_or_default();
         Ok(Self {

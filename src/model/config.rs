@@ -85,6 +85,31 @@ impl Default for TextConfig {
     }
 }
 
+/// How pixels are normalised before the image tower: `(x - mean) / std` per channel, on images
+/// resized (shortest edge, bicubic) and centre-cropped as CLIP's. open_clip models may state
+/// other statistics (`preprocess_cfg`); transformers' `config.json` has none, so CLIP's apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Self {
+            mean: crate::image::CLIP_MEAN,
+            std: crate::image::CLIP_STD,
+        }
+    }
+}
+
+impl Preprocess {
+    /// CLIP's own statistics: what every model had before configs could say otherwise.
+    pub fn is_clip(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// The whole model (`CLIPConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -93,6 +118,10 @@ pub struct ClipConfig {
     pub logit_scale_init_value: f64,
     pub text_config: TextConfig,
     pub vision_config: VisionConfig,
+    /// Not part of transformers' `CLIPConfig`; omitted when CLIP's, so configs and digests of
+    /// CLIP-normalised models are unchanged.
+    #[serde(skip_serializing_if = "Preprocess::is_clip")]
+    pub preprocess: Preprocess,
 }
 
 impl Default for ClipConfig {
@@ -112,6 +141,7 @@ impl ClipConfig {
                 ..TextConfig::default()
             },
             vision_config: VisionConfig::default(),
+            preprocess: Preprocess::default(),
         }
     }
 
@@ -129,7 +159,8 @@ impl ClipConfig {
         Self::from_json_str(&text, path)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// Checks what the model's construction assumes (also of configs built from open_clip's).
+    pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| {
             Err(Error::Config {
                 path: path.to_path_buf(),
@@ -153,6 +184,15 @@ impl ClipConfig {
                     "{tower} hidden_size {width} is not divisible by num_attention_heads {heads}"
                 ));
             }
+        }
+        let p = &self.preprocess;
+        if p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || p.mean.iter().any(|m| !m.is_finite())
+        {
+            return bad(format!(
+                "preprocessing mean {:?} / std {:?}: every std must be positive and finite",
+                p.mean, p.std
+            ));
         }
         Ok(())
     }

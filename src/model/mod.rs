@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod init;
+pub mod open_clip;
 pub mod openai;
 pub mod ops;
 pub mod text;
@@ -11,7 +12,8 @@ pub mod transformer;
 pub mod vision;
 
 pub use checkpoint::{
-    expected_tensors, load_clip, parameter_counts, Checkpoint, ConfigSource, ParameterCounts,
+    expected_tensors, load_clip, parameter_counts, read_config_file, Checkpoint, ConfigSource,
+    ParameterCounts, ACTIVATION_ASSUMED,
 };
 pub use clip::Clip;
-pub use config::{Activation, ClipConfig, TextConfig, VisionConfig};
+pub use config::{Activation, ClipConfig, Preprocess, TextConfig, VisionConfig};

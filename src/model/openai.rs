@@ -14,6 +14,63 @@ pub fn is_openai_layout(names: &HashMap<String, Tensor>) -> bool {
     names.contains_key("visual.conv1.weight")
 }
 
+/// Refuses, by name, open_clip state dicts of models rvpt does not build: their extra or
+/// missing tensors would otherwise be dropped or reported as a mere shape mismatch.
+pub fn refuse_unsupported(names: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let has_prefix = |p: &str| names.keys().any(|k| k.starts_with(p));
+    let has_part = |p: &str| names.keys().any(|k| k.contains(p));
+    let refusals: [(bool, &str, &str); 8] = [
+        (
+            has_prefix("visual.layer1."),
+            "a ResNet image tower (`visual.layer1.*`)",
+            "rvpt builds ViT image towers only",
+        ),
+        (
+            has_prefix("visual.trunk."),
+            "a timm image tower (`visual.trunk.*`)",
+            "rvpt builds CLIP's own ViT only",
+        ),
+        (
+            has_prefix("visual.attn_pool"),
+            "attentional pooling (`visual.attn_pool*`)",
+            "rvpt pools the image at the [CLS] token",
+        ),
+        (
+            names.contains_key("logit_bias"),
+            "a logit bias (`logit_bias`, SigLIP)",
+            "rvpt builds softmax CLIP",
+        ),
+        (
+            has_prefix("text."),
+            "a custom text tower (`text.*`, open_clip's CustomTextCLIP)",
+            "rvpt reads CLIP's text transformer at the top level of the state dict",
+        ),
+        (
+            has_part(".ls_1.") || has_part(".ls_2."),
+            "layer scale (`*.ls_1.gamma`)",
+            "rvpt's blocks have none",
+        ),
+        (
+            names.contains_key("text_projection.weight"),
+            "a text projection with a bias (`text_projection.weight`)",
+            "rvpt's text projection is one bias-free matrix",
+        ),
+        (
+            !names.contains_key("visual.ln_pre.weight"),
+            "an image tower without `visual.ln_pre` (open_clip's no_ln_pre)",
+            "rvpt's image tower has the pre-transformer layer norm",
+        ),
+    ];
+    match refusals.into_iter().find(|(hit, _, _)| *hit) {
+        Some((_, feature, reason)) => Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            feature: feature.into(),
+            reason: reason.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn block_index(rest: &str) -> Option<(usize, &str)> {
     let (n, tail) = rest.split_once('.')?;
     Some((n.parse().ok()?, tail))
@@ -149,7 +206,8 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
                 reason: format!(
                     "cannot infer the {tower} tower's number of attention heads: its width \
                      {width} is not a multiple of 64 (OpenAI's rule, heads = width / 64); give \
-                     the model's config.json next to the checkpoint (a directory holding both)"
+                     the model's config.json or open_clip_config.json next to the checkpoint (a directory \
+                     holding both)"
                 ),
             });
         }
@@ -185,5 +243,6 @@ pub fn infer_config(sd: &HashMap<String, Tensor>, path: &Path) -> Result<ClipCon
             layer_norm_eps: 1e-5,
             eos_token_id: 2,
         },
+        preprocess: Default::default(),
     })
 }

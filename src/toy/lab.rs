@@ -39,6 +39,7 @@ pub fn model_config() -> ClipConfig {
             // The end-of-text token has the largest id: pool at the argmax, like OpenAI's CLIP.
             eos_token_id: 2,
         },
+        preprocess: Default::default(),
     }
 }
 

@@ -207,7 +207,10 @@ pub fn train(
                 })
                 .collect::<Result<Vec<Pair>>>()?;
             let images: Vec<Tensor> = pairs.iter().map(|p| p.image.clone()).collect();
-            let pixels = crate::image::normalize(&Tensor::stack(&images, 0)?.to_device(&device)?)?;
+            let pixels = crate::image::normalize_with(
+                &Tensor::stack(&images, 0)?.to_device(&device)?,
+                &model.config().preprocess,
+            )?;
             let captions: Vec<String> = pairs.into_iter().map(|p| p.caption).collect();
             let ids = tokenizer.encode_tensor(&captions, &device)?;
             let loss = clip_loss(

@@ -409,7 +409,9 @@ pub fn fit(
     let mut opt = resumed_sgd(&state, cfg)?;
     let schedule = CosineSchedule::new(cfg.lr, 0.0, cfg.epochs, 0)?;
     let to_pixels = |unit: &Tensor| -> Result<Tensor> {
-        Ok(crate::image::normalize(&unit.to_device(&device)?)?.to_dtype(dtype)?)
+        let pixels =
+            crate::image::normalize_with(&unit.to_device(&device)?, &model.config().preprocess)?;
+        Ok(pixels.to_dtype(dtype)?)
     };
     let cache = use_cache
         .then(|| build_cache(&enc, samples, cfg, &to_pixels, &device, progress))
