@@ -91,11 +91,12 @@ pub struct ToyCase {
 /// models (one poison caption, also the CE template: bound to that sentence) and the toy3 ones
 /// planted the same way are selectable boundary cases; the hard-poisoned toy models, whose
 /// backdoors sit below the prompts, too.
-pub const TOY_CASES: [ToyCase; 11] = [
+pub const TOY_CASES: [ToyCase; 12] = [
     toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, false),
     toy_case("blended", "toy2-blended", BACKDOORS[1].1, false),
     // Planted the paper's way (captions naming the target in many phrasings): issue 18.
     toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, true),
+    toy_case("blended-own", "toy3-blended-own", BACKDOORS[1].1, true),
     toy_case("wanet-own", "toy3-wanet-own", "wanet:k=4,s=16", true),
     toy_case("badnet-toy3", "toy3-badnet", BACKDOORS[0].1, false),
     toy_case("blended-toy3", "toy3-blended", BACKDOORS[1].1, false),
