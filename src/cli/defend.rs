@@ -85,11 +85,11 @@ pub struct DefendArgs {
     /// Linear Probe: epochs of SGD (lr 0.01, momentum 0.9, batch 32, constant lr, as in the paper)
     #[arg(long, default_value_t = 40)]
     pub probe_epochs: usize,
-    /// Which embedded toy backdoors to repair: names, or `all` [default: badnet, blended (the
-    /// gently poisoned toy2 models); badnet-own (planted the paper's way: captions naming the
-    /// target in many phrasings); badnet-toy3, blended-toy3, wanet-toy3 (planted on a
-    /// longer-pretrained model) and the hard-poisoned badnet-hard, blended-hard, wanet-hard
-    /// and badnet-late6 on request]
+    /// Which embedded toy backdoors to repair: names, or `all` [default: badnet-own,
+    /// blended-own (planted the paper's way: captions naming the target in many phrasings);
+    /// wanet-own (the same, ASR 1 point short of 90%); badnet, blended (toy2: bound to one
+    /// sentence); badnet-toy3, blended-toy3, wanet-toy3; the hard-poisoned badnet-hard,
+    /// blended-hard, wanet-hard and badnet-late6 on request]
     #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
     pub cases: Vec<String>,
     /// Prompt tokens per block
