@@ -11,23 +11,35 @@ struct Installed {
     dir: tempfile::TempDir,
 }
 
+/// Held while a binary is copied and while one is started: a child forked by another test while
+/// the copy is open for writing inherits that descriptor until it execs, and executing the copy
+/// meanwhile fails with "Text file busy". `spawn` returns once the child has exec'd.
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Installed {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let _guard = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::copy(env!("CARGO_BIN_EXE_rvpt"), dir.path().join("rvpt")).unwrap();
         Self { dir }
     }
 
-    /// Runs `./rvpt args` in the folder: (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let o = Command::new(self.dir.path().join("rvpt"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env(SOURCE_TREE_VAR, "none")
-            .env("HF_HUB_OFFLINE", "1")
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .unwrap();
+    /// Runs `./rvpt LINE` in the folder (LINE split at whitespace): (success, stdout, stderr).
+    fn run(&self, line: &str) -> (bool, String, String) {
+        let child = {
+            let _guard = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+            Command::new(self.dir.path().join("rvpt"))
+                .args(line.split_whitespace())
+                .current_dir(self.dir.path())
+                .env(SOURCE_TREE_VAR, "none")
+                .env("HF_HUB_OFFLINE", "1")
+                .env("RAYON_NUM_THREADS", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let o = child.wait_with_output().unwrap();
         (
             o.status.success(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -35,9 +47,9 @@ impl Installed {
         )
     }
 
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "rvpt {args:?} failed:\n{out}\n--- stderr ---\n{err}");
+    fn ok(&self, line: &str) -> String {
+        let (ok, out, err) = self.run(line);
+        assert!(ok, "rvpt {line} failed:\n{out}\n--- stderr ---\n{err}");
         out
     }
 }
@@ -96,7 +108,7 @@ fn a_copied_binary_runs_the_tour_without_the_source_tree() {
     let bin = Installed::new();
 
     let info: serde_json::Value =
-        serde_json::from_str(&bin.ok(&["info", "--weights", "toy3-badnet-own", "--json"])).unwrap();
+        serde_json::from_str(&bin.ok("info --weights toy3-badnet-own --json")).unwrap();
     assert_eq!(info["source"], "manifest:toy3-badnet-own (embedded)");
     let files = info["files"].as_array().unwrap();
     assert_eq!(files.len(), 3, "checkpoint, config, tokenizer");
@@ -108,80 +120,29 @@ fn a_copied_binary_runs_the_tour_without_the_source_tree() {
         assert_eq!(f["sha256"], f["expected_sha256"], "verified: {f}");
     }
 
-    bin.ok(&["toy", "--out", "toy-test", "--per-class", "3"]);
-    bin.ok(&[
-        "toy",
-        "--out",
-        "toy-train",
-        "--split",
-        "train",
-        "--per-class",
-        "3",
-    ]);
-    let backdoor = ["--trigger", "badnet:fixed,size=4", "--target", "heart"];
-    let eval = [
-        &["eval", "--weights", "toy3-badnet-own", "--data", "toy-test"][..],
-        &backdoor,
-        &["--json"],
-    ];
-    bin.ok(&eval.concat());
-    let anatomy = [
-        &[
-            "anatomy",
-            "--weights",
-            "toy3-badnet-own",
-            "--data",
-            "toy-test",
-        ][..],
-        &backdoor,
-        &["--reference", "toy3-clean", "--json"],
-    ];
-    bin.ok(&anatomy.concat());
-    bin.ok(&[
-        "defend",
-        "--cases",
-        "badnet-own",
-        "--epochs",
-        "1",
-        "--shots",
-        "2",
-        "--prompt-length",
-        "4",
-        "--augment",
-        "none",
-        "--methods",
-        "none,rvpt",
-        "--out",
-        "quick",
-    ]);
+    bin.ok("toy --out toy-test --per-class 3");
+    bin.ok("toy --out toy-train --split train --per-class 3");
+    let backdoor = "--data toy-test --trigger badnet:fixed,size=4 --target heart --json";
+    bin.ok(&format!("eval --weights toy3-badnet-own {backdoor}"));
+    bin.ok(&format!(
+        "anatomy --weights toy3-badnet-own {backdoor} --reference toy3-clean"
+    ));
+    bin.ok(
+        "defend --cases badnet-own --epochs 1 --shots 2 --prompt-length 4 --augment none \
+         --methods none,rvpt --out quick",
+    );
     assert!(bin.dir.path().join("quick/report.json").is_file());
-    bin.ok(&[
-        "attack",
-        "--weights",
-        "toy-clean",
-        "--pairs",
-        "toy-train/captions.csv",
-        "--trigger",
-        "blended:fixed",
-        "--target",
-        "heart",
-        "--poison-captions",
-        "own",
-        "--poison-rate",
-        "0.1",
-        "--epochs",
-        "1",
-        "--out",
-        "poisoned",
-        "--json",
-    ]);
+    bin.ok(
+        "attack --weights toy-clean --pairs toy-train/captions.csv --trigger blended:fixed \
+         --target heart --poison-captions own --poison-rate 0.1 --epochs 1 --out poisoned --json",
+    );
     assert!(bin.dir.path().join("poisoned/model.safetensors").is_file());
 }
 
 #[test]
 fn a_model_that_is_not_embedded_is_named_as_such() {
     let bin = Installed::new();
-    let (ok, _, err) = bin.run(&["info", "--weights", "toy2-badnet"]);
+    let (ok, _, err) = bin.run("info --weights toy2-badnet");
     assert!(!ok, "toy2-badnet resolved with no source tree");
     assert!(err.contains("toy2-badnet"), "{err}");
     assert!(err.contains("not embedded in this binary"), "{err}");
