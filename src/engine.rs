@@ -2,10 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::eval::{Classifier, ImageEncoder};
-use crate::model::{read_config_file, Checkpoint, Clip, ClipConfig};
+use crate::model::{read_config_text, Checkpoint, Clip, ClipConfig, ConfigSource};
 use crate::text::{ClipTokenizer, Templates};
 use crate::train::rvpt::{DeepPrompts, PromptCheckpoint, PromptedEncoder};
-use crate::weights::{resolve, ResolvedWeights};
+use crate::weights::{resolve, ResolvedWeights, StoredFile};
 use candle_core::{DType, Device, Tensor, D};
 use std::path::{Path, PathBuf};
 
@@ -209,20 +209,23 @@ pub fn encoder<'a>(
 /// (transformers' config.json or open_clip's open_clip_config.json). Warns on stderr, once per
 /// process, when the activation had to be assumed.
 pub fn read_checkpoint(weights: &ResolvedWeights) -> Result<Checkpoint> {
-    let config = weights
-        .config
-        .as_deref()
-        .map(read_config_file)
-        .transpose()?;
-    let ckpt = Checkpoint::read_with(&weights.checkpoint, config)?;
-    ckpt.validate(&weights.checkpoint)?;
+    let config = weights.config.as_ref().map(config_file).transpose()?;
+    let origin = weights.checkpoint.path();
+    let raw = match &weights.checkpoint {
+        StoredFile::Disk(path) => crate::model::checkpoint::read_tensors(path)?,
+        StoredFile::Embedded(file) => {
+            crate::model::checkpoint::read_safetensors_bytes(file.bytes, origin)?
+        }
+    };
+    let ckpt = Checkpoint::from_tensors(raw, config, origin)?;
+    ckpt.validate(origin)?;
     if ckpt.config_source.activation_assumed() {
         use std::sync::atomic::{AtomicBool, Ordering};
         static WARNED: AtomicBool = AtomicBool::new(false);
         if !WARNED.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "warning: {}: {}",
-                weights.checkpoint.display(),
+                weights.checkpoint,
                 crate::model::ACTIVATION_ASSUMED
             );
         }
@@ -234,9 +237,19 @@ pub fn read_checkpoint(weights: &ResolvedWeights) -> Result<Checkpoint> {
 /// is inferred from the checkpoint's shapes (read in full).
 pub fn read_config(weights: &ResolvedWeights) -> Result<ClipConfig> {
     match &weights.config {
-        Some(path) => Ok(read_config_file(path)?.0),
+        Some(file) => Ok(config_file(file)?.0),
         None => Ok(read_checkpoint(weights)?.config),
     }
+}
+
+/// A config file on disk or embedded (see `model::read_config_file`).
+fn config_file(file: &StoredFile) -> Result<(ClipConfig, ConfigSource)> {
+    let bytes = file.bytes()?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::Config {
+        path: file.path().to_path_buf(),
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    read_config_text(text, file.path())
 }
 
 /// The tokenizer.json shipped with the weights, else the embedded CLIP tokenizer, at the
@@ -244,7 +257,8 @@ pub fn read_config(weights: &ResolvedWeights) -> Result<ClipConfig> {
 pub fn tokenizer_for(weights: &ResolvedWeights, config: &ClipConfig) -> Result<ClipTokenizer> {
     let context = config.text_config.max_position_embeddings;
     match &weights.tokenizer {
-        Some(p) => ClipTokenizer::from_file(p, context),
+        Some(StoredFile::Disk(p)) => ClipTokenizer::from_file(p, context),
+        Some(StoredFile::Embedded(f)) => ClipTokenizer::from_bytes(f.bytes, context),
         None => ClipTokenizer::embedded(context),
     }
 }

@@ -3,6 +3,14 @@
 //!
 //! `--weights` accepts a manifest name, a hub repo id (`org/name`, optionally `@revision`), a
 //! local directory or a single checkpoint file. Local paths win, then the manifest, then the hub.
+//!
+//! A manifest entry with a `path` is read from the binary when it is embedded (`embed = true`,
+//! see [`embedded`]), else from that path under the working directory, else under the source
+//! tree (`RVPT_SOURCE_TREE`, see [`source_tree`]).
+
+pub mod embedded;
+mod stored;
+pub use stored::StoredFile;
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -25,6 +33,9 @@ pub struct ManifestEntry {
     pub revision: Option<String>,
     /// Directory relative to the repository root; exclusive with `repo`.
     pub path: Option<String>,
+    /// Compiled into the binary by build.rs (a `path` entry only): read from there first.
+    #[serde(default)]
+    pub embed: bool,
     pub checkpoint: String,
     pub config: Option<String>,
     pub tokenizer: Option<String>,
@@ -88,7 +99,7 @@ impl HubSettings {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WeightFile {
     pub role: &'static str,
-    pub path: PathBuf,
+    pub path: StoredFile,
     pub sha256: String,
     pub expected_sha256: Option<String>,
 }
@@ -96,11 +107,12 @@ pub struct WeightFile {
 /// The files a `--weights` value resolved to.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ResolvedWeights {
-    /// How it was found: "local", "manifest:NAME (path)", "hub:REPO@REV".
+    /// How it was found: "local:PATH", "manifest:NAME (DIR)", "manifest:NAME (embedded)",
+    /// "hub:REPO@REV".
     pub source: String,
-    pub checkpoint: PathBuf,
-    pub config: Option<PathBuf>,
-    pub tokenizer: Option<PathBuf>,
+    pub checkpoint: StoredFile,
+    pub config: Option<StoredFile>,
+    pub tokenizer: Option<StoredFile>,
     pub files: Vec<WeightFile>,
     /// The trigger the model was planted with: from its `weights.toml` entry, else from a
     /// `trigger.json` next to the checkpoint.
@@ -139,6 +151,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// sha256 of bytes in memory.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// Checkpoint file names tried, in order, inside a weights directory.
@@ -212,9 +229,9 @@ fn resolve_local(path: &Path) -> Result<ResolvedWeights> {
         .find_map(|n| sibling(&dir, n));
     Ok(ResolvedWeights {
         source: format!("local:{}", path.display()),
-        checkpoint,
-        config,
-        tokenizer: sibling(&dir, "tokenizer.json"),
+        checkpoint: StoredFile::Disk(checkpoint),
+        config: config.map(StoredFile::Disk),
+        tokenizer: sibling(&dir, "tokenizer.json").map(StoredFile::Disk),
         files: Vec::new(),
         planted: crate::attacks::planted::PlantedTrigger::read(&dir)?,
     })
@@ -389,52 +406,99 @@ fn resolve_hub(
     )?;
     Ok(ResolvedWeights {
         source: format!("hub:{spec}"),
-        checkpoint,
-        config,
-        tokenizer,
+        checkpoint: StoredFile::Disk(checkpoint),
+        config: config.map(StoredFile::Disk),
+        tokenizer: tokenizer.map(StoredFile::Disk),
         files: Vec::new(),
         planted: None,
     })
 }
 
+/// The environment variable naming the source tree whose `models/` a manifest path is also
+/// looked up in: unset or empty for the tree this binary was built from, `none` for no tree (an
+/// installed binary's view, which the tests take), else the directory.
+pub const SOURCE_TREE_VAR: &str = "RVPT_SOURCE_TREE";
+
+/// The source tree manifest paths are looked up in after the working directory, if any.
+pub fn source_tree() -> Option<PathBuf> {
+    match std::env::var_os(SOURCE_TREE_VAR) {
+        Some(v) if v == "none" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    }
+}
+
 fn resolve_manifest_path(entry: &ManifestEntry, rel: &str) -> Result<PathBuf> {
-    // Relative to the working directory, else to the source tree this binary was built from.
+    // Relative to the working directory, else to the source tree.
     let here = PathBuf::from(rel);
     if here.exists() {
         return Ok(here);
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if built.exists() {
+    let tree = source_tree();
+    if let Some(built) = tree.as_ref().map(|t| t.join(rel)).filter(|p| p.exists()) {
         return Ok(built);
     }
+    let looked = match &tree {
+        Some(t) => format!("is neither here nor in {}", t.display()),
+        None => format!("is not here (and {SOURCE_TREE_VAR}=none: no source tree)"),
+    };
     Err(Error::Resolve {
         spec: entry.name.clone(),
         reason: format!(
-            "its directory `{rel}` exists neither here nor in {}",
-            env!("CARGO_MANIFEST_DIR")
+            "its directory `{rel}` {looked}, and it is not embedded in this binary (embedded: \
+             {}); run from a checkout of rvpt or set {SOURCE_TREE_VAR} to one",
+            embedded::names().join(", ")
         ),
     })
 }
 
+/// The entry's files from the binary, if build.rs embedded them.
+fn resolve_embedded(entry: &ManifestEntry) -> Result<Option<ResolvedWeights>> {
+    let Some(model) = embedded::model(&entry.name).filter(|_| entry.embed) else {
+        return Ok(None);
+    };
+    let file = |name: &str| {
+        model
+            .file(name)
+            .map(StoredFile::Embedded)
+            .ok_or_else(|| Error::Resolve {
+                spec: entry.name.clone(),
+                reason: format!("`{name}` is not among its embedded files"),
+            })
+    };
+    Ok(Some(ResolvedWeights {
+        source: format!("manifest:{} (embedded)", entry.name),
+        checkpoint: file(&entry.checkpoint)?,
+        config: entry.config.as_deref().map(file).transpose()?,
+        tokenizer: entry.tokenizer.as_deref().map(file).transpose()?,
+        files: Vec::new(),
+        planted: None,
+    }))
+}
+
 fn resolve_entry(settings: &HubSettings, entry: &ManifestEntry) -> Result<ResolvedWeights> {
-    let mut resolved = match (&entry.path, &entry.repo) {
-        (Some(rel), _) => {
+    // Embedded first: the binary's manifest pins the digests of the very bytes it carries, so
+    // it reads the same model wherever it runs, whatever the working directory holds. A copy on
+    // disk is still reachable by its path (`--weights models/...`), which wins over names.
+    let mut resolved = match (resolve_embedded(entry)?, &entry.path, &entry.repo) {
+        (Some(embedded), _, _) => embedded,
+        (None, Some(rel), _) => {
             let dir = resolve_manifest_path(entry, rel)?;
-            let file = |name: &Option<String>| name.as_ref().map(|n| dir.join(n));
+            let file = |name: &Option<String>| name.as_ref().map(|n| StoredFile::Disk(dir.join(n)));
             ResolvedWeights {
                 source: format!("manifest:{} ({})", entry.name, dir.display()),
-                checkpoint: dir.join(&entry.checkpoint),
+                checkpoint: StoredFile::Disk(dir.join(&entry.checkpoint)),
                 config: file(&entry.config),
                 tokenizer: file(&entry.tokenizer),
                 files: Vec::new(),
                 planted: crate::attacks::planted::PlantedTrigger::read(&dir)?,
             }
         }
-        (None, Some(repo)) => {
+        (None, None, Some(repo)) => {
             let rev = entry.revision.as_deref().unwrap_or("main");
             resolve_hub(settings, repo, rev, Some(entry))?
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(Error::Resolve {
                 spec: entry.name.clone(),
                 reason: "manifest entry has neither `path` nor `repo`".into(),
@@ -487,19 +551,15 @@ pub fn verify_files(
     ];
     for (role, path) in roles {
         let Some(path) = path else { continue };
-        if !path.is_file() {
-            return Err(Error::MissingFile(path.clone()));
+        if !path.exists() {
+            return Err(Error::MissingFile(path.path().to_path_buf()));
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let actual = sha256_file(path)?;
-        let want = expected.get(&name).cloned();
+        let actual = path.sha256()?;
+        let want = expected.get(&path.file_name()).cloned();
         if let Some(want) = &want {
             if !want.eq_ignore_ascii_case(&actual) {
                 return Err(Error::ChecksumMismatch {
-                    file: path.clone(),
+                    file: path.path().to_path_buf(),
                     expected: want.clone(),
                     actual,
                 });

@@ -235,11 +235,15 @@ fn open_clip_hub_model_matches_open_clip_zero_shot() {
             ],
         );
         let resolved = resolve_with(repo, &Manifest { model: vec![] }, &offline(&cache)).unwrap();
-        assert!(resolved.checkpoint.ends_with("open_clip_model.safetensors"));
+        assert!(resolved
+            .checkpoint
+            .path()
+            .ends_with("open_clip_model.safetensors"));
         assert!(resolved
             .config
             .as_ref()
             .unwrap()
+            .path()
             .ends_with("open_clip_config.json"));
         let engine = Engine::from_resolved(resolved, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(engine.config_source, ConfigSource::OpenClip);
@@ -364,7 +368,7 @@ fn hub_repos_pair_each_checkpoint_with_its_config() {
         &offline(&cache),
     )
     .unwrap();
-    assert!(r.config.unwrap().ends_with("open_clip_config.json"));
+    assert!(r.config.unwrap().path().ends_with("open_clip_config.json"));
 
     hub_repo(
         &cache,
@@ -378,10 +382,10 @@ fn hub_repos_pair_each_checkpoint_with_its_config() {
     );
     let r = resolve_with("both/tiny", &Manifest { model: vec![] }, &offline(&cache)).unwrap();
     assert!(
-        r.checkpoint.ends_with("model.safetensors")
-            && !r.checkpoint.ends_with("open_clip_model.safetensors")
+        r.checkpoint.path().ends_with("model.safetensors")
+            && !r.checkpoint.path().ends_with("open_clip_model.safetensors")
     );
-    assert!(r.config.unwrap().ends_with("config.json"));
+    assert!(r.config.unwrap().path().ends_with("config.json"));
 
     match resolve_with("nobody/none", &Manifest { model: vec![] }, &offline(&cache)) {
         Err(Error::Resolve { reason, .. }) => {

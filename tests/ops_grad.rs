@@ -389,3 +389,31 @@ fn half_dtypes_normalise_in_f32() {
         }
     }
 }
+
+#[test]
+fn metal_takes_the_composed_linear_which_equals_the_custom_op() {
+    // Metal cannot be built on Linux, so its path is checked through what decides it: a Metal
+    // location gets the composed linear, and the composed linear gives the custom op's forward
+    // and input gradient (here on the CPU, where both run).
+    use candle_core::DeviceLocation;
+    assert!(!ops::custom_linear_on(&DeviceLocation::Metal { gpu_id: 0 }));
+    assert!(ops::custom_linear_on(&DeviceLocation::Cpu));
+    assert!(ops::custom_linear_on(&DeviceLocation::Cuda { gpu_id: 0 }));
+    let x = Var::from_tensor(&randn(&[3, 4, 8], 40).to_dtype(DType::F32).unwrap()).unwrap();
+    let w = randn(&[6, 8], 41).to_dtype(DType::F32).unwrap();
+    let b = randn(&[6], 42).to_dtype(DType::F32).unwrap();
+    let probe = randn(&[3, 4, 6], 43).to_dtype(DType::F32).unwrap();
+    for bias in [Some(&b), None] {
+        let input_grad = |y: &Tensor| {
+            let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(x.as_tensor()).unwrap().clone()
+        };
+        let fused = ops::frozen_linear(x.as_tensor(), &w, bias).unwrap();
+        let composed = ops::composed_linear(x.as_tensor(), &w, bias).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5, "forward");
+        assert!(
+            max_diff(&input_grad(&fused), &input_grad(&composed)) < 1e-5,
+            "input gradient"
+        );
+    }
+}

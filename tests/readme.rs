@@ -1,7 +1,8 @@
 //! The README's "Using it" section cannot drift from the binary: its first shell block (a tour
-//! on the toy models) is run as it is, in a fresh folder; every `rvpt` command of its other
-//! blocks (full-length runs, your own data) is parsed by the binary (`--help` appended: clap
-//! refuses an unknown flag or a bad value before it gets there). The same parse covers every
+//! on the toy models) is run as it is, in a fresh folder, with no source tree (only the models
+//! embedded in the binary); every `rvpt` command of its other blocks (full-length runs, your own
+//! data) is parsed by the binary (`--help` appended: clap refuses an unknown flag or a bad value
+//! before it gets there). The same parse covers every
 //! `rvpt` command in the shell blocks of the documents the README links to for the details
 //! (`docs/results.md`, `docs/benchmarks.md`).
 
@@ -100,6 +101,8 @@ fn the_readme_tour_runs_as_written() {
         .current_dir(dir.path())
         .env("PATH", path_with_rvpt())
         .env("HF_HUB_OFFLINE", "1")
+        // As an installed binary: its models are the embedded ones, the source tree is not there.
+        .env(rvpt::weights::SOURCE_TREE_VAR, "none")
         .output()
         .unwrap();
     assert!(

@@ -65,7 +65,7 @@ fn hub_cache_loads_offline_by_repo_id_and_pinned_entry() {
 
     // A bare repo id follows refs/main.
     let r = resolve_with("rvpt-test/tiny", &Manifest { model: vec![] }, &settings).unwrap();
-    assert!(r.checkpoint.starts_with(cache.path()));
+    assert!(r.checkpoint.path().starts_with(cache.path()));
     assert!(r.source.starts_with("hub:rvpt-test/tiny@main"));
     assert!(r.tokenizer.is_none(), "no tokenizer.json in this repo");
 
@@ -138,11 +138,16 @@ fn local_directory_and_file_resolve() {
     let m = Manifest { model: vec![] };
     let s = offline(Path::new("/nonexistent"));
     let dir = resolve_with(fixture("tiny").to_str().unwrap(), &m, &s).unwrap();
-    assert!(dir.checkpoint.ends_with("model.safetensors"));
+    assert!(dir.checkpoint.path().ends_with("model.safetensors"));
     assert!(dir.config.is_some());
     let file = resolve_with(fixture("tiny-openai/model.pt").to_str().unwrap(), &m, &s).unwrap();
-    assert!(file.checkpoint.ends_with("model.pt"));
-    assert!(file.config.as_ref().unwrap().ends_with("config.json"));
+    assert!(file.checkpoint.path().ends_with("model.pt"));
+    assert!(file
+        .config
+        .as_ref()
+        .unwrap()
+        .path()
+        .ends_with("config.json"));
 }
 
 #[test]

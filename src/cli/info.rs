@@ -79,12 +79,7 @@ pub fn run(args: Args) -> crate::Result<()> {
             Some(_) => "verified",
             None => "no pinned digest",
         };
-        println!(
-            "{:<11} {}  sha256 {} ({check})",
-            f.role,
-            f.path.display(),
-            f.sha256
-        );
+        println!("{:<11} {}  sha256 {} ({check})", f.role, f.path, f.sha256);
     }
     Ok(())
 }

@@ -219,7 +219,7 @@ pub fn fine_tune(ctx: &DefenceContext, cfg: &CleanClipConfig, out_dir: &Path) ->
     vars.save(out_dir, DType::F32)?;
     if let Some(tok) = &ctx.weights.tokenizer {
         let dest = out_dir.join("tokenizer.json");
-        std::fs::copy(tok, &dest).map_err(|e| Error::io(&dest, e))?;
+        crate::fsio::write_atomic(&dest, &tok.bytes()?)?;
     }
     let ckpt = crate::model::Checkpoint::read(
         &out_dir.join("model.safetensors"),

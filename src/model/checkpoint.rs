@@ -45,6 +45,23 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         }
         found
     };
+    named(tensors, path)
+}
+
+/// Reads every tensor of a safetensors file held in memory (e.g. embedded in the binary) onto
+/// the CPU; `origin` names it in errors.
+pub fn read_safetensors_bytes(bytes: &[u8], origin: &Path) -> Result<HashMap<String, Tensor>> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
+        Error::Checkpoint {
+            path: origin.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    named(tensors.into_iter().collect(), origin)
+}
+
+/// A state dict by name, refused when empty, with a `module.` prefix stripped.
+fn named(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<HashMap<String, Tensor>> {
     if tensors.is_empty() {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
@@ -175,14 +192,19 @@ pub const ACTIVATION_ASSUMED: &str =
 /// told apart by their content (open_clip's has `model_cfg` or `vision_cfg`).
 pub fn read_config_file(path: &Path) -> Result<(ClipConfig, ConfigSource)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+    read_config_text(&text, path)
+}
+
+/// As [`read_config_file`], for a config's text; `path` names it in errors.
+pub fn read_config_text(text: &str, path: &Path) -> Result<(ClipConfig, ConfigSource)> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
     if open_clip::is_open_clip_config(&json) {
         Ok((open_clip::from_json(&json, path)?, ConfigSource::OpenClip))
     } else {
-        Ok((ClipConfig::from_json_str(&text, path)?, ConfigSource::Given))
+        Ok((ClipConfig::from_json_str(text, path)?, ConfigSource::Given))
     }
 }
 
@@ -203,7 +225,16 @@ impl Checkpoint {
 
     /// As [`Self::read`], with the config's source (see [`read_config_file`]).
     pub fn read_with(path: &Path, config: Option<(ClipConfig, ConfigSource)>) -> Result<Self> {
-        let raw = read_tensors(path)?;
+        Self::from_tensors(read_tensors(path)?, config, path)
+    }
+
+    /// As [`Self::read_with`], for a state dict already read from `path` (which names it in
+    /// errors).
+    pub fn from_tensors(
+        raw: HashMap<String, Tensor>,
+        config: Option<(ClipConfig, ConfigSource)>,
+        path: &Path,
+    ) -> Result<Self> {
         let given = config.as_ref().map(|(_, source)| *source);
         let config = config.map(|(c, _)| c);
         let (tensors, inferred, layout) = if openai::is_openai_layout(&raw) {

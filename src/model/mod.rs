@@ -12,8 +12,8 @@ pub mod transformer;
 pub mod vision;
 
 pub use checkpoint::{
-    expected_tensors, load_clip, parameter_counts, read_config_file, Checkpoint, ConfigSource,
-    ParameterCounts, ACTIVATION_ASSUMED,
+    expected_tensors, load_clip, parameter_counts, read_config_file, read_config_text, Checkpoint,
+    ConfigSource, ParameterCounts, ACTIVATION_ASSUMED,
 };
 pub use clip::Clip;
 pub use config::{Activation, ClipConfig, Preprocess, TextConfig, VisionConfig};

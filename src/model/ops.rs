@@ -6,8 +6,11 @@
 //! The half dtypes compute softmax and layer norm in f32 (on the CPU through the fused kernels).
 //! `tests/ops_grad.rs` checks every backward against finite differences.
 //!
-//! [`frozen_linear`] is different: it runs on every backend (through candle's storage matmul) and
-//! exists for its backward, which skips the weight gradient that candle's matmul always computes.
+//! [`frozen_linear`] is different: it exists for its backward, which skips the weight gradient
+//! that candle's matmul always computes, and runs as a custom op on the CPU and CUDA (through the
+//! backend's storage matmul). On Metal it is composed of candle ops ([`composed_linear`]): this
+//! crate has no Metal-only code, so everything the Metal build runs is also compiled and tested
+//! on Linux, where candle's Metal backend cannot be built.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -456,17 +459,6 @@ impl CustomOp2 for FrozenLinear {
         linear_fwd(xs, xl, ws, wl, None)
     }
 
-    #[cfg(feature = "metal")]
-    fn metal_fwd(
-        &self,
-        xs: &candle_core::MetalStorage,
-        xl: &Layout,
-        ws: &candle_core::MetalStorage,
-        wl: &Layout,
-    ) -> Result<(candle_core::MetalStorage, Shape)> {
-        linear_fwd(xs, xl, ws, wl, None)
-    }
-
     fn bwd(
         &self,
         x: &Tensor,
@@ -511,19 +503,6 @@ impl CustomOp3 for FrozenLinearBias {
         linear_fwd(xs, xl, ws, wl, Some((bs, bl)))
     }
 
-    #[cfg(feature = "metal")]
-    fn metal_fwd(
-        &self,
-        xs: &candle_core::MetalStorage,
-        xl: &Layout,
-        ws: &candle_core::MetalStorage,
-        wl: &Layout,
-        bs: &candle_core::MetalStorage,
-        bl: &Layout,
-    ) -> Result<(candle_core::MetalStorage, Shape)> {
-        linear_fwd(xs, xl, ws, wl, Some((bs, bl)))
-    }
-
     fn bwd(
         &self,
         x: &Tensor,
@@ -554,10 +533,33 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
             );
         }
     }
+    if !custom_linear_on(&x.device().location()) {
+        return composed_linear(x, weight, bias);
+    }
     let x = x.contiguous()?;
     match bias {
         Some(b) => x.apply_op3(weight, b, FrozenLinearBias),
         None => x.apply_op2(weight, FrozenLinear),
+    }
+}
+
+/// Where [`frozen_linear`] runs as its custom op: the CPU and CUDA, which it has kernels for.
+/// Metal takes [`composed_linear`]: the op has no Metal body, which could not be compiled here.
+pub fn custom_linear_on(location: &candle_core::DeviceLocation) -> bool {
+    use candle_core::DeviceLocation;
+    match location {
+        DeviceLocation::Cpu | DeviceLocation::Cuda { .. } => true,
+        DeviceLocation::Metal { .. } => false,
+    }
+}
+
+/// x Wᵀ + b through candle's differentiable ops: the same values as [`frozen_linear`], but its
+/// backward also computes the (unused) weight gradient; the path on devices without the op.
+pub fn composed_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.broadcast_matmul(&weight.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }
 

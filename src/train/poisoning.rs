@@ -373,10 +373,7 @@ fn save(
     vars.save(out, candle_core::DType::F32)?;
     let tok_out = out.join("tokenizer.json");
     match &weights.tokenizer {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            crate::fsio::write_atomic(&tok_out, &bytes)?
-        }
+        Some(file) => crate::fsio::write_atomic(&tok_out, &file.bytes()?)?,
         None => crate::fsio::write_atomic(&tok_out, crate::text::EMBEDDED_TOKENIZER)?,
     }
     // What was planted, so that eval, pr, anatomy and defend refuse a variant of it.
