@@ -251,13 +251,7 @@ pub fn hub_file(
     use hf_hub::{Cache, Repo, RepoType};
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cache = Cache::new(settings.cache_dir.clone());
-    // A pinned commit needs no ref file: its snapshot folder is named after it.
-    let pinned = settings
-        .cache_dir
-        .join(repo.folder_name())
-        .join("snapshots")
-        .join(revision)
-        .join(file);
+    let pinned = pinned_snapshot(settings, &repo, revision, file);
     if is_commit_hash(revision) && pinned.is_file() {
         return Ok(pinned);
     }
@@ -310,16 +304,27 @@ fn hub_listing(
     ))
 }
 
-/// Whether `file` is in the cache for `revision` (without downloading).
-fn hub_cached(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> bool {
-    use hf_hub::{Cache, Repo, RepoType};
-    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
-    let pinned = settings
+/// Where a file of a commit's snapshot sits in the cache. A pinned commit needs no ref file: its
+/// snapshot folder is named after it.
+fn pinned_snapshot(
+    settings: &HubSettings,
+    repo: &hf_hub::Repo,
+    revision: &str,
+    file: &str,
+) -> PathBuf {
+    settings
         .cache_dir
         .join(repo.folder_name())
         .join("snapshots")
         .join(revision)
-        .join(file);
+        .join(file)
+}
+
+/// Whether `file` is in the cache for `revision` (without downloading).
+fn hub_cached(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> bool {
+    use hf_hub::{Cache, Repo, RepoType};
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let pinned = pinned_snapshot(settings, &repo, revision, file);
     (is_commit_hash(revision) && pinned.is_file())
         || Cache::new(settings.cache_dir.clone())
             .repo(repo)
