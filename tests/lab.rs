@@ -591,8 +591,13 @@ fn toy3_backdoors_keep_ca_and_live_above_block_6() {
             case.weights
         );
         // toy3-wanet-own writes the least there: 86% on the full test split, 83% on this one.
+        let bound = if case.weights == "toy3-wanet-own" {
+            0.8
+        } else {
+            0.85
+        };
         assert!(
-            share > 0.8,
+            share > bound,
             "{}: share of blocks 6-11 {share}",
             case.weights
         );

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{fixture, load_tensors, max_abs_diff};
 use rvpt::engine::Engine;
 use rvpt::model::{read_config_file, Activation, Checkpoint, Clip, ConfigSource};
-use rvpt::weights::{resolve_with, sha256_file, HubSettings, Manifest};
+use rvpt::weights::{resolve_with, HubSettings, Manifest};
 use rvpt::Error;
 use std::path::{Path, PathBuf};
 
@@ -164,20 +164,9 @@ fn open_clip_shape_rules_are_read() {
     assert_eq!(cfg.projection_dim, 24);
 }
 
-/// Lays files out as huggingface_hub does: blobs by digest, snapshot symlinks, `refs/main`.
+/// The hub-cache layout of `files` for commit [`REV`] (tests/common).
 fn hub_repo(cache: &Path, repo: &str, files: &[(&str, &Path)]) {
-    let folder = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let blobs = folder.join("blobs");
-    let snap = folder.join("snapshots").join(REV);
-    std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(folder.join("refs")).unwrap();
-    std::fs::write(folder.join("refs/main"), REV).unwrap();
-    for (name, src) in files {
-        let digest = sha256_file(src).unwrap();
-        std::fs::copy(src, blobs.join(&digest)).unwrap();
-        std::os::unix::fs::symlink(format!("../../blobs/{digest}"), snap.join(name)).unwrap();
-    }
+    common::hub_repo(cache, repo, REV, files);
 }
 
 fn offline(cache: &Path) -> HubSettings {

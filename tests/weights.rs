@@ -11,23 +11,18 @@ use std::path::{Path, PathBuf};
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// Lays the tiny fixture out as huggingface_hub does: blobs named by digest, snapshot symlinks,
-/// and `refs/main` holding the commit.
+/// The tiny fixture in a hub cache, as huggingface_hub lays it out (tests/common).
 fn make_hub_cache(root: &Path, repo: &str) -> PathBuf {
-    let folder = root.join(format!("models--{}", repo.replace('/', "--")));
-    let blobs = folder.join("blobs");
-    let snap = folder.join("snapshots").join(REV);
-    std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(folder.join("refs")).unwrap();
-    std::fs::write(folder.join("refs/main"), REV).unwrap();
-    for name in ["model.safetensors", "config.json"] {
-        let src = fixture(&format!("tiny/{name}"));
-        let digest = sha256_file(&src).unwrap();
-        std::fs::copy(&src, blobs.join(&digest)).unwrap();
-        std::os::unix::fs::symlink(format!("../../blobs/{digest}"), snap.join(name)).unwrap();
-    }
-    folder
+    let (model, config) = (
+        fixture("tiny/model.safetensors"),
+        fixture("tiny/config.json"),
+    );
+    common::hub_repo(
+        root,
+        repo,
+        REV,
+        &[("model.safetensors", &model), ("config.json", &config)],
+    )
 }
 
 fn offline(dir: &Path) -> HubSettings {

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,4 +58,23 @@ pub fn run_rvpt(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Lays `files` (name in the repo, source file) out under a hub cache as huggingface_hub does:
+/// blobs named by digest, snapshot symlinks for commit `rev`, and `refs/main` holding it.
+/// Returns the repo's folder.
+pub fn hub_repo(cache: &Path, repo: &str, rev: &str, files: &[(&str, &Path)]) -> PathBuf {
+    let folder = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let blobs = folder.join("blobs");
+    let snap = folder.join("snapshots").join(rev);
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::write(folder.join("refs/main"), rev).unwrap();
+    for (name, src) in files {
+        let digest = rvpt::weights::sha256_file(src).unwrap();
+        std::fs::copy(src, blobs.join(&digest)).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{digest}"), snap.join(name)).unwrap();
+    }
+    folder
 }
