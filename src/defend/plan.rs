@@ -215,13 +215,13 @@ impl DefendPlan {
     }
 
     /// The templates CA and ASR are also reported under.
-    fn asr_templates(&self, toy: bool) -> Result<Vec<Templates>> {
+    fn asr_templates(&self) -> Result<Vec<Templates>> {
         use crate::text::{parse_template_set, OPENAI_HELD_OUT, TOY_HELD_OUT};
         match &self.asr_templates {
             Some(spec) => parse_template_set(spec).map_err(|e| {
                 Error::setting(Setting::AsrTemplates, format!("`{spec}`"), format!("{e}"))
             }),
-            None if toy => parse_template_set(&TOY_HELD_OUT.join("|")),
+            None if self.toy() => parse_template_set(&TOY_HELD_OUT.join("|")),
             None => parse_template_set(&OPENAI_HELD_OUT.join("|")),
         }
     }
@@ -269,10 +269,10 @@ impl DefendPlan {
         Ok(())
     }
 
-    /// The cases, and whether they are the embedded toy ones.
-    fn cases(&self) -> Result<(Vec<Case>, bool)> {
+    /// The cases: the embedded toy ones asked for, or the given model.
+    fn cases(&self) -> Result<Vec<Case>> {
         match &self.models {
-            Models::Toy(names) => Ok((select_cases(toy_cases(), names)?, true)),
+            Models::Toy(names) => select_cases(toy_cases(), names),
             Models::Given {
                 weights,
                 trigger,
@@ -291,7 +291,7 @@ impl DefendPlan {
                     trigger: need(trigger, Setting::Trigger)?,
                     target: need(target, Setting::Target)?,
                 };
-                Ok((vec![case], false))
+                Ok(vec![case])
             }
         }
     }
@@ -311,8 +311,9 @@ impl DefendPlan {
             Error::setting(Setting::Perturbations, &self.perturbations, format!("{e}"))
         })?;
         let rvpt = self.rvpt_config()?;
-        let (cases, toy) = self.cases()?;
-        let asr_templates = self.asr_templates(toy)?;
+        let cases = self.cases()?;
+        let toy = self.toy();
+        let asr_templates = self.asr_templates()?;
         // Each case's weights, resolved (and checksummed) once, here: `run` loads them as
         // they are.
         let mut weights = Vec::with_capacity(cases.len());
