@@ -13,7 +13,14 @@
 //!   NeurIPS 2022, "Mind the Gap": about 0.82 for real CLIP);
 //! - the trigger's mean shift `d` (triggered minus clean, images outside the target class), its
 //!   length, and its cosine with the direction from those images' clean mean `m` to the target's
-//!   text (`t - m`) and to the target's image centroid (`c - m`).
+//!   text (`t - m`) and to the target's image centroid (`c - m`);
+//! - what survives of an image's true class under the trigger (images outside the target class):
+//!   `triggered_clean_cos`, the mean cosine of a triggered embedding with its clean one;
+//!   `centroid_target_rate`, the share a nearest-clean-class-centroid classifier (a linear head
+//!   fit on clean images, as a linear probe is) sends to the target; `centroid_true_class`, its
+//!   accuracy when the target is ruled out; `triggered_true_class`, the accuracy of centroids of
+//!   triggered embeddings (fit on even indices, read on odd), target ruled out: whether the true
+//!   class can still be read linearly at all.
 
 use candle_core::{DType, Device, Tensor, D};
 use rvpt::attacks::Trigger;
@@ -39,6 +46,84 @@ fn off_diagonal_mean(m: &Tensor) -> rvpt::Result<f64> {
         .map(|(i, r)| r[i] as f64)
         .sum::<f64>();
     Ok((total - diag) / (n * (n - 1)) as f64)
+}
+
+/// Normalised mean of each class's rows (`None` for a class without rows).
+fn centroids(rows: &[Vec<f32>], labels: &[usize], classes: usize) -> Vec<Option<Vec<f32>>> {
+    let mut sums = vec![vec![0f32; rows.first().map_or(0, Vec::len)]; classes];
+    let mut counts = vec![0usize; classes];
+    for (row, &label) in rows.iter().zip(labels) {
+        counts[label] += 1;
+        for (s, v) in sums[label].iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    sums.into_iter()
+        .zip(counts)
+        .map(|(s, n)| {
+            let norm = s.iter().map(|v| v * v).sum::<f32>().sqrt();
+            (n > 0 && norm > 0.0).then(|| s.iter().map(|v| v / norm).collect())
+        })
+        .collect()
+}
+
+/// The class whose centroid has the largest dot product with `row`, skipping `excluded`.
+fn nearest(row: &[f32], centroids: &[Option<Vec<f32>>], excluded: Option<usize>) -> usize {
+    let mut best = (f32::NEG_INFINITY, 0);
+    for (c, centroid) in centroids.iter().enumerate() {
+        if Some(c) == excluded {
+            continue;
+        }
+        if let Some(centroid) = centroid {
+            let dot: f32 = row.iter().zip(centroid).map(|(a, b)| a * b).sum();
+            if dot > best.0 {
+                best = (dot, c);
+            }
+        }
+    }
+    best.1
+}
+
+/// What of the true class survives the trigger, on images outside the target class.
+fn survival(
+    clean: &Tensor,
+    triggered: &Tensor,
+    labels: &[usize],
+    classes: usize,
+    target: usize,
+) -> rvpt::Result<serde_json::Value> {
+    let (clean, triggered) = (clean.to_vec2::<f32>()?, triggered.to_vec2::<f32>()?);
+    let clean_centroids = centroids(&clean, labels, classes);
+    let others: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != target).collect();
+    let n = others.len() as f64;
+    let (mut cos_sum, mut to_target, mut true_class) = (0f64, 0usize, 0usize);
+    for &i in &others {
+        cos_sum += f64::from(
+            triggered[i]
+                .iter()
+                .zip(&clean[i])
+                .map(|(a, b)| a * b)
+                .sum::<f32>(),
+        );
+        to_target += usize::from(nearest(&triggered[i], &clean_centroids, None) == target);
+        true_class +=
+            usize::from(nearest(&triggered[i], &clean_centroids, Some(target)) == labels[i]);
+    }
+    // Centroids of triggered embeddings: fit on even positions, read on odd ones.
+    let (fit, read): (Vec<usize>, Vec<usize>) = others.iter().partition(|&&i| i % 2 == 0);
+    let fit_rows: Vec<Vec<f32>> = fit.iter().map(|&i| triggered[i].clone()).collect();
+    let fit_labels: Vec<usize> = fit.iter().map(|&i| labels[i]).collect();
+    let triggered_centroids = centroids(&fit_rows, &fit_labels, classes);
+    let readable = read
+        .iter()
+        .filter(|&&i| nearest(&triggered[i], &triggered_centroids, Some(target)) == labels[i])
+        .count();
+    Ok(serde_json::json!({
+        "triggered_clean_cos": cos_sum / n,
+        "centroid_target_rate": to_target as f64 / n,
+        "centroid_true_class": true_class as f64 / n,
+        "triggered_true_class": readable as f64 / read.len().max(1) as f64,
+    }))
 }
 
 fn run() -> rvpt::Result<serde_json::Value> {
@@ -121,7 +206,9 @@ fn run() -> rvpt::Result<serde_json::Value> {
     let centroid = pick(&clean, &ours)?.mean(0)?;
     let target_text = text.get(target)?;
     let length = shift.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+    let survival = survival(&clean, &triggered, &labels, classes, target)?;
     Ok(serde_json::json!({
+        "survival": survival,
         "weights": engine.weights.source,
         "images": labels.len(),
         "classes": classes,
