@@ -2,13 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn rvpt() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rvpt"));
-    c.env("HF_HUB_OFFLINE", "1");
-    c
-}
+use common::rvpt_command as rvpt;
 
 #[test]
 fn classify_json_ranks_every_label() {

@@ -1,15 +1,9 @@
 //! The main job end to end, CI-sized: `rvpt defend` on the embedded toy models writes the report,
 //! the plots and prompt checkpoints that `--prompts` then applies.
 
-use std::process::Command;
+mod common;
 
-fn rvpt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rvpt"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::rvpt_output as rvpt;
 
 #[test]
 fn defend_writes_report_plots_and_usable_prompts() {
@@ -468,8 +462,7 @@ fn slow_run_args<'a>(out: &'a str, methods: &'a str, lr: &'a str) -> Vec<&'a str
 }
 
 fn spawn(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_rvpt"))
-        .env("HF_HUB_OFFLINE", "1")
+    common::rvpt_command()
         .env("RAYON_NUM_THREADS", "1")
         .args(args)
         .stdout(std::process::Stdio::null())

@@ -5,9 +5,7 @@ mod common;
 
 use std::path::Path;
 
-fn rvpt(args: &[&str]) -> (bool, String, String) {
-    common::run_rvpt(args)
-}
+use common::run_rvpt as rvpt;
 
 fn json(args: &[&str]) -> serde_json::Value {
     let (ok, out, err) = rvpt(args);

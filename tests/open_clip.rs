@@ -7,6 +7,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use common::run_rvpt as rvpt;
 use common::{fixture, load_tensors, max_abs_diff};
 use rvpt::engine::Engine;
 use rvpt::model::{read_config_file, Activation, Checkpoint, Clip, ConfigSource};
@@ -385,10 +386,6 @@ fn hub_repos_pair_each_checkpoint_with_its_config() {
         }
         other => panic!("expected Error::Resolve, got {other:?}"),
     }
-}
-
-fn rvpt(args: &[&str]) -> (bool, String, String) {
-    common::run_rvpt(args)
 }
 
 /// A state dict alone cannot tell QuickGELU from GELU: rvpt assumes QuickGELU (equal to open_clip

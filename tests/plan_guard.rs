@@ -6,15 +6,11 @@
 
 use rvpt::cli::flags::{Role, ATTACK_FLAGS, DEFEND_FLAGS};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn rvpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rvpt"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+
+use common::rvpt_output as rvpt;
 
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -46,13 +46,21 @@ pub fn mean_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// The built `rvpt`, offline (no test may reach the hub).
+pub fn rvpt_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rvpt"));
+    c.env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+/// Runs the built `rvpt` offline to its end.
+pub fn rvpt_output(args: &[&str]) -> std::process::Output {
+    rvpt_command().args(args).output().expect("rvpt runs")
+}
+
 /// Runs the built `rvpt` offline: (success, stdout, stderr).
 pub fn run_rvpt(args: &[&str]) -> (bool, String, String) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rvpt"))
-        .env("HF_HUB_OFFLINE", "1")
-        .args(args)
-        .output()
-        .unwrap();
+    let o = rvpt_output(args);
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
