@@ -57,83 +57,12 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
             format!("empty: use any of {STAGES:?}, or stages joined by `+`"),
         ));
     }
-    let repelling: Vec<f64> = lambdas.iter().copied().filter(|&l| l > 0.0).collect();
     let mut out: Vec<MethodSpec> = Vec::new();
-    let mut push = |m: MethodSpec| {
-        if !out.iter().any(|o| o.name == m.name) {
-            out.push(m);
-        }
-    };
     for method in methods {
-        let stages: Vec<&str> = method.split('+').map(str::trim).collect();
-        if let Some(bad) = stages.iter().find(|s| !STAGES.contains(s)) {
-            return Err(Error::setting(
-                Setting::Methods,
-                format!("`{method}`"),
-                format!("unknown stage `{bad}`; stages are {STAGES:?}, joined by `+`"),
-            ));
-        }
-        let has = |s: &str| stages.contains(&s);
-        if (stages.len() > 1 && has("none")) || (has("vpt") && has("rvpt")) {
-            return Err(Error::setting(
-                Setting::Methods,
-                format!("`{method}`"),
-                "`none` stands alone, and vpt and rvpt exclude each other",
-            ));
-        }
-        let linear_probe = has("linear-probe");
-        let cleanclip = has("cleanclip");
-        let prefix = if cleanclip { "cleanclip+" } else { "" };
-        let suffix = if linear_probe { "+linear-probe" } else { "" };
-        if has("rvpt") {
-            if repelling.is_empty() {
-                return Err(Error::setting(
-                    Setting::Lambda,
-                    format!("{lambdas:?}"),
-                    "rvpt needs a positive FR weight (0 is VPT)",
-                ));
+        for spec in method_specs(method, lambdas)? {
+            if !out.iter().any(|o| o.name == spec.name) {
+                out.push(spec);
             }
-            for &lambda in &repelling {
-                let base = if repelling.len() == 1 {
-                    "rvpt".to_string()
-                } else {
-                    format!("rvpt-{lambda}")
-                };
-                push(MethodSpec {
-                    name: format!("{prefix}{base}{suffix}"),
-                    cleanclip,
-                    lambda: Some(lambda),
-                    linear_probe,
-                });
-            }
-            if lambdas.contains(&0.0) {
-                push(MethodSpec {
-                    name: format!("{prefix}vpt{suffix}"),
-                    cleanclip,
-                    lambda: Some(0.0),
-                    linear_probe,
-                });
-            }
-        } else if has("vpt") {
-            push(MethodSpec {
-                name: format!("{prefix}vpt{suffix}"),
-                cleanclip,
-                lambda: Some(0.0),
-                linear_probe,
-            });
-        } else {
-            let name = match (cleanclip, linear_probe) {
-                (false, false) => "none",
-                (false, true) => "linear-probe",
-                (true, false) => "cleanclip",
-                (true, true) => "cleanclip+linear-probe",
-            };
-            push(MethodSpec {
-                name: name.into(),
-                cleanclip,
-                lambda: None,
-                linear_probe,
-            });
         }
     }
     // Baselines, then VPT, then RVPT, whatever the order given: the table reads as a
@@ -145,6 +74,72 @@ pub fn parse_methods(methods: &[String], lambdas: &[f64]) -> Result<Vec<MethodSp
         Some(_) => 3,
     });
     Ok(out)
+}
+
+/// The methods one `--methods` entry names (stages joined by `+`): one per positive lambda for
+/// `rvpt` (and VPT when lambda 0 is among them), else one.
+fn method_specs(method: &str, lambdas: &[f64]) -> Result<Vec<MethodSpec>> {
+    let stages: Vec<&str> = method.split('+').map(str::trim).collect();
+    if let Some(bad) = stages.iter().find(|s| !STAGES.contains(s)) {
+        return Err(Error::setting(
+            Setting::Methods,
+            format!("`{method}`"),
+            format!("unknown stage `{bad}`; stages are {STAGES:?}, joined by `+`"),
+        ));
+    }
+    let has = |s: &str| stages.contains(&s);
+    if (stages.len() > 1 && has("none")) || (has("vpt") && has("rvpt")) {
+        return Err(Error::setting(
+            Setting::Methods,
+            format!("`{method}`"),
+            "`none` stands alone, and vpt and rvpt exclude each other",
+        ));
+    }
+    let (cleanclip, linear_probe) = (has("cleanclip"), has("linear-probe"));
+    let prefix = if cleanclip { "cleanclip+" } else { "" };
+    let suffix = if linear_probe { "+linear-probe" } else { "" };
+    let spec = |name: String, lambda: Option<f64>| MethodSpec {
+        name,
+        cleanclip,
+        lambda,
+        linear_probe,
+    };
+    let vpt = || spec(format!("{prefix}vpt{suffix}"), Some(0.0));
+    if has("rvpt") {
+        let repelling: Vec<f64> = lambdas.iter().copied().filter(|&l| l > 0.0).collect();
+        if repelling.is_empty() {
+            return Err(Error::setting(
+                Setting::Lambda,
+                format!("{lambdas:?}"),
+                "rvpt needs a positive FR weight (0 is VPT)",
+            ));
+        }
+        let mut specs: Vec<MethodSpec> = repelling
+            .iter()
+            .map(|&lambda| {
+                let base = if repelling.len() == 1 {
+                    "rvpt".to_string()
+                } else {
+                    format!("rvpt-{lambda}")
+                };
+                spec(format!("{prefix}{base}{suffix}"), Some(lambda))
+            })
+            .collect();
+        if lambdas.contains(&0.0) {
+            specs.push(vpt());
+        }
+        Ok(specs)
+    } else if has("vpt") {
+        Ok(vec![vpt()])
+    } else {
+        let name = match (cleanclip, linear_probe) {
+            (false, false) => "none",
+            (false, true) => "linear-probe",
+            (true, false) => "cleanclip",
+            (true, true) => "cleanclip+linear-probe",
+        };
+        Ok(vec![spec(name.into(), None)])
+    }
 }
 
 /// What every defence trains from.
