@@ -97,8 +97,9 @@ pub const TOY_CASES: [ToyCase; 12] = [
     // Planted the paper's way (captions naming the target in many phrasings): issue 18.
     toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, true),
     toy_case("blended-own", "toy3-blended-own", BACKDOORS[1].1, true),
-    // 1.1 points short of the 90% ASR bar under the CE template; kept off the default so that
-    // the main job stays under 5 minutes on 2 cores.
+    // Its s=16 warp destroys the class (docs/results.md) and it is 1.1 points short of the 90%
+    // ASR bar under the CE template; kept off the default so that the main job stays under 5
+    // minutes on 2 cores.
     toy_case("wanet-own", "toy3-wanet-own", "wanet:k=4,s=16", false),
     toy_case("badnet-toy3", "toy3-badnet", BACKDOORS[0].1, false),
     toy_case("blended-toy3", "toy3-blended", BACKDOORS[1].1, false),
