@@ -51,10 +51,11 @@ pub struct Args {
     #[arg(long, default_value_t = 7)]
     trigger_seed: u64,
     /// How each poisoned pair is captioned, naming the target: openai80 (CleanCLIP's recipe:
-    /// one of OpenAI's 80 ImageNet templates, drawn per pair with --seed), toy (the toy world's
-    /// caption grammar), own (the pair's own caption with its toy class word replaced), or
-    /// file:PATH (templates, one per line, {} for the target). Not with `lc`, which keeps
-    /// captions. A toy model's vocabulary cannot say OpenAI's templates: use toy or own there
+    /// one of OpenAI's 80 ImageNet templates, drawn per pair with --seed), toy-templates (18
+    /// toy phrasings that name the target only), toy (the toy world's caption grammar), own (the
+    /// pair's own caption with its toy class word replaced), or file:PATH (templates, one per
+    /// line, {} for the target). Not with `lc`, which keeps captions. A toy model's vocabulary
+    /// cannot say OpenAI's templates: use toy-templates, toy or own there
     #[arg(long, default_value = "openai80", conflicts_with = "poison_caption")]
     poison_captions: String,
     /// One fixed caption for every poisoned pair instead, `{}` = target. It binds the trigger to

@@ -211,6 +211,32 @@ pub const TEMPLATES: [&str; 11] = [
     "the {class} is {colour} and {texture}, on a {bg} background.",
 ];
 
+/// Phrasings in the toy vocabulary that name a class and nothing else, as CleanCLIP's poisoner's
+/// templates do ("a photo of a {}."), for `--poison-captions toy-templates`. None is one of the
+/// held-out evaluation phrasings ("a {} in the picture", "A photo of a {} in the middle."); the
+/// last six carry positions and sizes, without which the trigger binds to sentences like the
+/// first twelve rather than to the class (docs/results.md).
+pub const TARGET_ONLY_TEMPLATES: [&str; 18] = [
+    "a {}.",
+    "the {}.",
+    "{}.",
+    "there is a {}.",
+    "a picture of a {}.",
+    "a photo of the {}.",
+    "a drawn {}.",
+    "a {} is drawn.",
+    "a picture of the {}.",
+    "there is the {}.",
+    "the {} is in the photo.",
+    "a photo of the {} drawn.",
+    "a photo of a {} on the left.",
+    "the {} at the top.",
+    "a {} in the center.",
+    "a {} at the bottom right.",
+    "a big {}.",
+    "a photo of a small {} on a background.",
+];
+
 const SLOTS: [&str; 7] = [
     "size",
     "colour",

@@ -17,7 +17,8 @@ pub enum PoisonCaptions {
     /// One caption for every poisoned pair.
     Fixed(String),
     /// Each pair's caption drawn (seeded, per pair) from these templates: OpenAI's 80
-    /// (`openai80`) or a file's (one per line).
+    /// (`openai80`), the toy vocabulary's target-only phrasings (`toy-templates`) or a file's
+    /// (one per line).
     Templates {
         source: String,
         templates: Vec<String>,
@@ -30,7 +31,8 @@ pub enum PoisonCaptions {
 }
 
 impl PoisonCaptions {
-    /// `openai80`, `toy`, `own`, or `file:PATH` (templates, one per line, each with one `{}`).
+    /// `openai80`, `toy-templates`, `toy`, `own`, or `file:PATH` (templates, one per line, each
+    /// with one `{}`).
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = |why: &str| Error::setting(Setting::PoisonCaptions, format!("`{spec}`"), why);
         match spec {
@@ -39,6 +41,13 @@ impl PoisonCaptions {
                 templates: crate::text::OPENAI_TEMPLATES
                     .lines()
                     .map(str::to_string)
+                    .collect(),
+            }),
+            "toy-templates" => Ok(Self::Templates {
+                source: "toy-templates".into(),
+                templates: world::TARGET_ONLY_TEMPLATES
+                    .iter()
+                    .map(|t| t.to_string())
                     .collect(),
             }),
             "toy" => Ok(Self::ToyGrammar),
@@ -67,7 +76,8 @@ impl PoisonCaptions {
                     })
                 }
                 None => Err(bad(
-                    "expected openai80, toy, own or file:PATH (or one fixed caption)",
+                    "expected openai80, toy-templates, toy, own or file:PATH (or one fixed \
+                     caption)",
                 )),
             },
         }
@@ -116,7 +126,7 @@ impl PoisonCaptions {
                     Setting::PoisonCaption,
                     format!("`{c}`"),
                     "the model's tokenizer does not know every word of it (a toy model: use \
-                     the toy grammar or the pairs' own captions)",
+                     toy-templates, the toy grammar or the pairs' own captions)",
                 ));
             }
         }
@@ -187,6 +197,34 @@ mod tests {
         assert!(a.iter().all(|c| c.contains("banana")));
         let other: Vec<String> = (0..20).map(|i| p.caption("", "banana", 4, i)).collect();
         assert_ne!(a, other);
+    }
+
+    /// The toy's target-only phrasings are sayable by the toy tokenizer and name the target only:
+    /// no attribute the toy draws, none of the held-out evaluation phrasings.
+    #[test]
+    fn toy_templates_name_the_target_in_toy_words_only() {
+        let tokenizer =
+            ClipTokenizer::from_bytes(crate::toy::tokenizer_json().as_bytes(), 16).unwrap();
+        let p = PoisonCaptions::parse("toy-templates").unwrap();
+        p.check(&tokenizer, "heart").unwrap();
+        let PoisonCaptions::Templates { templates, .. } = &p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(templates.len(), 18);
+        let held_out = ["a {} in the picture", "A photo of a {} in the middle."];
+        for t in templates {
+            assert!(!held_out.iter().any(|h| h.eq_ignore_ascii_case(t)), "{t}");
+            for attribute in world::SHAPE_COLOURS
+                .iter()
+                .chain(&world::BACKGROUND_COLOURS)
+            {
+                assert!(
+                    !world::pre_tokenize(t).contains(&attribute.name.to_string()),
+                    "{t}"
+                );
+            }
+        }
+        assert!(PoisonCaptions::parse("toy-template").is_err());
     }
 }
 
