@@ -312,17 +312,7 @@ pub fn plant(
     let chosen = poisoner.chosen(n, plan.poison_rate, plan.seed)?;
     let poisoned = chosen.iter().filter(|&&p| p).count() - noise_mode_pairs.unwrap_or(0);
     let example_captions = match &draw {
-        Some(draw) => {
-            // The pairs given the target caption (not WaNet's noise-mode pairs).
-            let poisoned = super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed);
-            let examples = (0..n).filter(|&i| poisoned[i]).take(5);
-            examples
-                .map(|i| {
-                    use super::contrastive::PairSource;
-                    Ok(draw.caption(&pairs.caption(i)?, i))
-                })
-                .collect::<Result<Vec<_>>>()?
-        }
+        Some(draw) => example_captions(plan, draw, &pairs)?,
         None => Vec::new(),
     };
     let mut summary = Planted {
@@ -360,6 +350,23 @@ pub fn plant(
     )?;
     save(plan, &vars, &weights, &summary)?;
     Ok(summary)
+}
+
+/// The captions of the first five pairs given the target caption (not WaNet's noise-mode
+/// pairs), shown before training so a wrong caption choice is seen at once.
+fn example_captions(
+    plan: &PoisonPlan,
+    draw: &CaptionDraw,
+    pairs: &ManifestPairs,
+) -> Result<Vec<String>> {
+    use super::contrastive::PairSource;
+    let n = pairs.items.len();
+    let poisoned = super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed);
+    (0..n)
+        .filter(|&i| poisoned[i])
+        .take(5)
+        .map(|i| Ok(draw.caption(&pairs.caption(i)?, i)))
+        .collect()
 }
 
 /// The poisoned model and what it was made from, in `plan.out`.
