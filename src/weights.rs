@@ -606,6 +606,18 @@ pub fn resolve_with(
         resolved.files = verify_files(&resolved, &BTreeMap::new())?;
         return Ok(resolved);
     }
+    // A bare word is most likely a mistyped model name: say what names there are.
+    if !is_file_like && !spec.contains(['/', '\\', '.']) {
+        let names: Vec<&str> = manifest.model.iter().map(|e| e.name.as_str()).collect();
+        return Err(Error::Resolve {
+            spec: spec.to_string(),
+            reason: format!(
+                "no such file, no model of that name in weights.toml (known: {}), and not a hub \
+                 repo id (owner/name)",
+                names.join(", ")
+            ),
+        });
+    }
     Err(Error::MissingFile(path.to_path_buf()))
 }
 

@@ -152,6 +152,15 @@ fn missing_file_is_named() {
         Err(Error::MissingFile(p)) => assert!(p.ends_with("file.safetensors")),
         other => panic!("expected MissingFile, got {other:?}"),
     }
+    // A bare word is taken for a model name: the error lists the names there are.
+    let m = manifest_for("org/model", "main", "0");
+    match resolve_with("toy-clena", &m, &offline(Path::new("/x"))) {
+        Err(Error::Resolve { spec, reason }) => {
+            assert_eq!(spec, "toy-clena");
+            assert!(reason.contains(&m.model[0].name), "{reason}");
+        }
+        other => panic!("expected Error::Resolve, got {other:?}"),
+    }
     match rvpt::model::checkpoint::read_tensors(Path::new("/no/such.pt")) {
         Err(Error::MissingFile(_)) => {}
         other => panic!("expected MissingFile, got {other:?}"),
