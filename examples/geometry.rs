@@ -67,6 +67,10 @@ fn centroids(rows: &[Vec<f32>], labels: &[usize], classes: usize) -> Vec<Option<
         .collect()
 }
 
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// The class whose centroid has the largest dot product with `row`, skipping `excluded`.
 fn nearest(row: &[f32], centroids: &[Option<Vec<f32>>], excluded: Option<usize>) -> usize {
     let mut best = (f32::NEG_INFINITY, 0);
@@ -75,9 +79,9 @@ fn nearest(row: &[f32], centroids: &[Option<Vec<f32>>], excluded: Option<usize>)
             continue;
         }
         if let Some(centroid) = centroid {
-            let dot: f32 = row.iter().zip(centroid).map(|(a, b)| a * b).sum();
-            if dot > best.0 {
-                best = (dot, c);
+            let d = dot(row, centroid);
+            if d > best.0 {
+                best = (d, c);
             }
         }
     }
@@ -98,13 +102,8 @@ fn survival(
     let n = others.len() as f64;
     let (mut cos_sum, mut to_target, mut true_class) = (0f64, 0usize, 0usize);
     for &i in &others {
-        cos_sum += f64::from(
-            triggered[i]
-                .iter()
-                .zip(&clean[i])
-                .map(|(a, b)| a * b)
-                .sum::<f32>(),
-        );
+        // Unit rows: the dot product is the cosine.
+        cos_sum += f64::from(dot(&triggered[i], &clean[i]));
         to_target += usize::from(nearest(&triggered[i], &clean_centroids, None) == target);
         true_class +=
             usize::from(nearest(&triggered[i], &clean_centroids, Some(target)) == labels[i]);
