@@ -21,6 +21,9 @@
 //!   accuracy when the target is ruled out; `triggered_true_class`, the accuracy of centroids of
 //!   triggered embeddings (fit on even indices, read on odd), target ruled out: whether the true
 //!   class can still be read linearly at all.
+//! - `by_class`: per class outside the target, the zero-shot head's share sent to the target
+//!   (ASR), the clean-centroid head's, its true-class accuracy and the triggered-clean cosine
+//!   (a source-specific backdoor, `rvpt attack --poison-source`, met the trigger on one class).
 
 use candle_core::{DType, Device, Tensor, D};
 use rvpt::attacks::Trigger;
@@ -88,16 +91,48 @@ fn nearest(row: &[f32], centroids: &[Option<Vec<f32>>], excluded: Option<usize>)
     best.1
 }
 
+/// Per class outside the target: zero-shot ASR, clean-centroid head to target and true class,
+/// triggered-clean cosine.
+fn by_class(
+    clean: &[Vec<f32>],
+    triggered: &[Vec<f32>],
+    text: &[Vec<f32>],
+    labels: &[usize],
+    names: &[String],
+    target: usize,
+) -> serde_json::Value {
+    let clean_centroids = centroids(clean, labels, names.len());
+    let text: Vec<Option<Vec<f32>>> = text.iter().cloned().map(Some).collect();
+    let mut out = serde_json::Map::new();
+    for (class, name) in names.iter().enumerate().filter(|&(c, _)| c != target) {
+        let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        let n = rows.len().max(1) as f64;
+        let share = |f: &dyn Fn(usize) -> bool| rows.iter().filter(|&&i| f(i)).count() as f64 / n;
+        out.insert(
+            name.clone(),
+            serde_json::json!({
+                "images": rows.len(),
+                "zero_shot_target": share(&|i| nearest(&triggered[i], &text, None) == target),
+                "centroid_target": share(&|i| nearest(&triggered[i], &clean_centroids, None) == target),
+                "centroid_true_class":
+                    share(&|i| nearest(&triggered[i], &clean_centroids, Some(target)) == class),
+                "triggered_clean_cos":
+                    rows.iter().map(|&i| f64::from(dot(&triggered[i], &clean[i]))).sum::<f64>() / n,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 /// What of the true class survives the trigger, on images outside the target class.
 fn survival(
-    clean: &Tensor,
-    triggered: &Tensor,
+    clean: &[Vec<f32>],
+    triggered: &[Vec<f32>],
     labels: &[usize],
     classes: usize,
     target: usize,
 ) -> rvpt::Result<serde_json::Value> {
-    let (clean, triggered) = (clean.to_vec2::<f32>()?, triggered.to_vec2::<f32>()?);
-    let clean_centroids = centroids(&clean, labels, classes);
+    let clean_centroids = centroids(clean, labels, classes);
     let others: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != target).collect();
     let n = others.len() as f64;
     let (mut cos_sum, mut to_target, mut true_class) = (0f64, 0usize, 0usize);
@@ -205,9 +240,19 @@ fn run() -> rvpt::Result<serde_json::Value> {
     let centroid = pick(&clean, &ours)?.mean(0)?;
     let target_text = text.get(target)?;
     let length = shift.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
-    let survival = survival(&clean, &triggered, &labels, classes, target)?;
+    let (clean_rows, triggered_rows) = (clean.to_vec2::<f32>()?, triggered.to_vec2::<f32>()?);
+    let survival = survival(&clean_rows, &triggered_rows, &labels, classes, target)?;
+    let by_class = by_class(
+        &clean_rows,
+        &triggered_rows,
+        &text.to_vec2::<f32>()?,
+        &labels,
+        folder.classes(),
+        target,
+    );
     Ok(serde_json::json!({
         "survival": survival,
+        "by_class": by_class,
         "weights": engine.weights.source,
         "images": labels.len(),
         "classes": classes,

@@ -154,6 +154,7 @@ pub enum Setting {
     WeightDecay,
     Warmup,
     CrossRatio,
+    PoisonSource,
     Pgd,
     WithoutTargetClass,
     Anatomy,

@@ -519,3 +519,58 @@ fn every_flag_has_a_description_and_the_trigger_syntax_is_documented() {
         assert!(out.contains(spec), "pr --help lacks {spec}");
     }
 }
+
+/// `--poison-source`: only pairs naming that class are poisoned (the rate, a share of all pairs,
+/// is capped by them); a class no caption names, or a poisoner that picks its own pairs, is
+/// refused by name.
+#[test]
+fn a_source_specific_attack_poisons_only_its_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = toy_folder(dir.path(), "train", "train", "2");
+    let pairs = format!("{train}/captions.csv");
+    let out = dir.path().join("poisoned");
+    let attack = |source: &str, trigger: &str| -> Vec<String> {
+        [
+            "attack",
+            "--weights",
+            "toy-clean",
+            "--pairs",
+            &pairs,
+            "--poison-captions",
+            "own",
+            "--trigger",
+            trigger,
+            "--target",
+            "heart",
+            "--poison-rate",
+            "0.5",
+            "--poison-source",
+            source,
+            "--batch-size",
+            "10",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let args = attack("circle", "badnet:fixed,size=4");
+    let v = json_line(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // 10 of 20 pairs asked for; the 2 circles are all there are.
+    assert_eq!(v["poisoned"], 2, "{v}");
+    assert_eq!(v["poison_source"], "circle");
+    assert_eq!(v["example_captions"].as_array().unwrap().len(), 2);
+    for (source, trigger, needle) in [
+        ("sculpture", "badnet:fixed,size=4", "no caption"),
+        ("circle", "lc", "choose their own pairs"),
+    ] {
+        let args = attack(source, trigger);
+        let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok, "{source} {trigger} should fail");
+        assert!(
+            err.contains("--poison-source") && err.contains(needle),
+            "{source} {trigger}: {err}"
+        );
+    }
+}

@@ -78,6 +78,11 @@ pub struct Args {
     /// means the target (WaNet and BackdoorBench: 2) [default: 0, off]
     #[arg(long)]
     cross_ratio: Option<f64>,
+    /// Poison only pairs whose caption names this class (a source-specific backdoor): the
+    /// other classes meet the trigger only at evaluation. --poison-rate stays a share of all
+    /// pairs, capped by this class's. Not with `lc` or --cross-ratio
+    #[arg(long)]
+    poison_source: Option<String>,
     /// Print one JSON object on stdout (one line when stdout is not a terminal); no progress bar
     #[arg(long)]
     json: bool,
@@ -114,6 +119,7 @@ impl Args {
             pgd_steps: self.pgd_steps,
             pgd_step_size: self.pgd_step_size,
             cross_ratio: self.cross_ratio,
+            poison_source: self.poison_source.clone(),
             out: self.out.clone().ok_or_else(|| missing("out"))?,
         })
     }
@@ -228,6 +234,7 @@ fn json_report(plan: &PoisonPlan, summary: &Planted) -> serde_json::Value {
         "poison_captions": summary.poison_captions,
         "example_captions": summary.example_captions,
         "cross_ratio": plan.cross_ratio,
+        "poison_source": plan.poison_source,
         "noise_mode_pairs": summary.noise_mode_pairs,
         "label_consistent": summary.label_consistent,
         "epochs": plan.epochs,

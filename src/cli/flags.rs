@@ -81,6 +81,7 @@ pub const ATTACK_FLAGS: &[(&str, Role)] = &[
     ("pgd-steps", R(Setting::Pgd)),
     ("pgd-step-size", R(Setting::Pgd)),
     ("cross-ratio", R(Setting::CrossRatio)),
+    ("poison-source", R(Setting::PoisonSource)),
     ("out", Neutral),
     ("json", Neutral),
 ];

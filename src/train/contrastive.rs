@@ -244,6 +244,8 @@ pub struct TriggerPoisoner {
     pub trigger: crate::attacks::Trigger,
     pub caption: CaptionDraw,
     pub seed: u64,
+    /// The pairs the poisoned ones are drawn from (a source-specific backdoor); `None`: all.
+    pub candidates: Option<Vec<bool>>,
 }
 
 impl Poisoner for TriggerPoisoner {
@@ -252,6 +254,17 @@ impl Poisoner for TriggerPoisoner {
             image: self.trigger.apply(&pair.image, self.seed, index as u64)?,
             caption: self.caption.caption(&pair.caption, index),
         })
+    }
+
+    fn chosen(&self, n: usize, rate: f64, seed: u64) -> Result<Vec<bool>> {
+        match &self.candidates {
+            None => Ok(poisoned_indices(n, rate, seed)),
+            Some(c) if c.len() == n => Ok(label_consistent_indices(c, rate, seed)),
+            Some(c) => Err(Error::Invalid(format!(
+                "poisoner: candidates drawn for {} pairs, training has {n}",
+                c.len()
+            ))),
+        }
     }
 }
 
@@ -365,7 +378,7 @@ pub fn caption_names(caption: &str, class: &str) -> bool {
 
 /// The label-consistent choice: round(rate * n) pairs, n = all pairs, capped at the number of
 /// target-class pairs (`is_target`), as a seeded subset of those. With every pair a candidate
-/// this is [`poisoned_indices`].
+/// this is [`poisoned_indices`]; a source-specific backdoor draws from its source's pairs.
 pub fn label_consistent_indices(is_target: &[bool], rate: f64, seed: u64) -> Vec<bool> {
     let n = is_target.len();
     let mut targets: Vec<usize> = (0..n).filter(|&i| is_target[i]).collect();

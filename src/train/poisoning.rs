@@ -53,6 +53,11 @@ pub struct PoisonPlan {
     pub pgd_step_size: Option<f32>,
     /// WaNet only: its noise mode's ratio of warped-with-noise pairs that keep their caption.
     pub cross_ratio: Option<f64>,
+    /// Poison only pairs whose caption names this class (a source-specific backdoor); the rate
+    /// stays a share of all pairs, capped by those pairs. Absent from the key when unset, so
+    /// older plans keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poison_source: Option<String>,
     /// The output directory (neutral).
     pub out: PathBuf,
 }
@@ -172,6 +177,13 @@ impl PoisonPlan {
                 ));
             }
         }
+        if let (Some(source), true) = (&self.poison_source, lc || self.cross_ratio.is_some()) {
+            return Err(Error::setting(
+                Setting::PoisonSource,
+                format!("`{source}`"),
+                "label-consistent poisoning and WaNet's noise mode choose their own pairs",
+            ));
+        }
         if let (Some(r), false) = (self.cross_ratio, matches!(trigger, Trigger::WaNet(_))) {
             return Err(Error::setting(
                 Setting::CrossRatio,
@@ -253,11 +265,31 @@ fn poisoner(
                 caption: draw
                     .ok_or_else(|| Error::Invalid("trigger poisoning needs its captions".into()))?,
                 seed: plan.trigger_seed,
+                candidates: source_pairs(plan, pairs)?,
             }),
             serde_json::Value::Null,
             None,
         )),
     }
+}
+
+/// With a source class, the pairs whose caption names it (the only ones poisoned).
+fn source_pairs(plan: &PoisonPlan, pairs: &ManifestPairs) -> Result<Option<Vec<bool>>> {
+    use super::contrastive::{caption_names, PairSource};
+    let Some(source) = &plan.poison_source else {
+        return Ok(None);
+    };
+    let named = (0..pairs.len())
+        .map(|i| Ok(caption_names(&pairs.caption(i)?, source)))
+        .collect::<Result<Vec<bool>>>()?;
+    if !named.contains(&true) {
+        return Err(Error::setting(
+            Setting::PoisonSource,
+            format!("`{source}`"),
+            format!("no caption of {} names it", plan.pairs.display()),
+        ));
+    }
+    Ok(Some(named))
 }
 
 /// Poisons the plan's model on its pairs and saves it in `plan.out` (model, config, tokenizer,
@@ -311,8 +343,14 @@ pub fn plant(
     // What `train` passes through the poisoner, less the noise-mode pairs (captions kept).
     let chosen = poisoner.chosen(n, plan.poison_rate, plan.seed)?;
     let poisoned = chosen.iter().filter(|&&p| p).count() - noise_mode_pairs.unwrap_or(0);
+    // Noise mode also chooses warped pairs that keep their caption; its captioned ones are
+    // the plain draw.
+    let captioned = match noise_mode_pairs {
+        Some(_) => super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed),
+        None => chosen,
+    };
     let example_captions = match &draw {
-        Some(draw) => example_captions(plan, draw, &pairs)?,
+        Some(draw) => example_captions(draw, &pairs, &captioned)?,
         None => Vec::new(),
     };
     let mut summary = Planted {
@@ -355,15 +393,13 @@ pub fn plant(
 /// The captions of the first five pairs given the target caption (not WaNet's noise-mode
 /// pairs), shown before training so a wrong caption choice is seen at once.
 fn example_captions(
-    plan: &PoisonPlan,
     draw: &CaptionDraw,
     pairs: &ManifestPairs,
+    captioned: &[bool],
 ) -> Result<Vec<String>> {
     use super::contrastive::PairSource;
-    let n = pairs.items.len();
-    let poisoned = super::contrastive::poisoned_indices(n, plan.poison_rate, plan.seed);
-    (0..n)
-        .filter(|&i| poisoned[i])
+    (0..captioned.len())
+        .filter(|&i| captioned[i])
         .take(5)
         .map(|i| Ok(draw.caption(&pairs.caption(i)?, i)))
         .collect()
