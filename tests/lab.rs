@@ -205,6 +205,43 @@ fn default_toy_backdoors_hold_under_every_phrasing_and_are_written_mostly_above_
     }
 }
 
+/// toy4-badnet, planted with CleanCLIP's kind of captions (the target's name only, 18 toy
+/// phrasings) on the real-sized-gap toy4-clean-7500: the backdoor holds under the CE template
+/// and under phrasings the poisoner never used, at a small CA cost (full test split: 0.4–1.8
+/// points; 3 here, on 200 images), and the clean base is not backdoored.
+#[test]
+fn toy4_badnet_holds_under_every_phrasing_at_a_small_ca_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = toy_split(dir.path(), "test", 20);
+    let trigger = "badnet:fixed,size=4";
+    for template in [
+        "a photo of a {}.",
+        "a {} in the picture",
+        "A photo of a {} in the middle.",
+    ] {
+        let rates = |weights: &str| -> (f64, f64) {
+            let args = trigger_args(
+                "eval",
+                weights,
+                &test,
+                trigger,
+                &["--template", template, "--json"],
+            );
+            let r = json(&args)["report"].clone();
+            (
+                r["clean_accuracy"]["value"].as_f64().unwrap(),
+                r["attack_success_rate"]["value"].as_f64().unwrap(),
+            )
+        };
+        let ((clean_ca, clean_asr), (ca, bad)) = (rates("toy4-clean-7500"), rates("toy4-badnet"));
+        assert!(
+            bad > 0.85 && clean_asr < 0.1,
+            "{template}: ASR {bad}, clean model {clean_asr}"
+        );
+        assert!(ca >= clean_ca - 0.03, "{template}: CA {ca} vs {clean_ca}");
+    }
+}
+
 #[test]
 fn pr_reports_every_perturbation() {
     let dir = tempfile::tempdir().unwrap();

@@ -91,12 +91,14 @@ pub struct ToyCase {
 /// models (one poison caption, also the CE template: bound to that sentence) and the toy3 ones
 /// planted the same way are selectable boundary cases; the hard-poisoned toy models, whose
 /// backdoors sit below the prompts, too.
-pub const TOY_CASES: [ToyCase; 12] = [
+pub const TOY_CASES: [ToyCase; 13] = [
     toy_case("badnet", "toy2-badnet", BACKDOORS[0].1, false),
     toy_case("blended", "toy2-blended", BACKDOORS[1].1, false),
     // Planted the paper's way (captions naming the target in many phrasings): issue 18.
     toy_case("badnet-own", "toy3-badnet-own", BACKDOORS[0].1, true),
     toy_case("blended-own", "toy3-blended-own", BACKDOORS[1].1, true),
+    // CleanCLIP's captions (the target's name only, 18 phrasings) on the real-sized-gap toy4.
+    toy_case("badnet-toy4", "toy4-badnet", BACKDOORS[0].1, false),
     // Its s=16 warp destroys the class (docs/results.md) and it is 1.1 points short of the 90%
     // ASR bar under the CE template; kept off the default so that the main job stays under 5
     // minutes on 2 cores.
