@@ -166,6 +166,39 @@ fn json_line(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("rvpt {args:?}: {e}: {out}"))
 }
 
+/// `rvpt attack` on toy-clean, one epoch of batches of 10, poisoned pairs keeping their own
+/// caption with the class word swapped for "heart"; JSON on stdout.
+fn toy_attack(pairs: &str, out: &std::path::Path, trigger: &str, rate: &str) -> Vec<String> {
+    [
+        "attack",
+        "--weights",
+        "toy-clean",
+        "--pairs",
+        pairs,
+        "--poison-captions",
+        "own",
+        "--trigger",
+        trigger,
+        "--target",
+        "heart",
+        "--poison-rate",
+        rate,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A toy split of `per_class` images per class under `dir/name`.
 fn toy_folder(dir: &std::path::Path, name: &str, split: &str, per_class: &str) -> String {
     let out = dir.join(name);
@@ -320,28 +353,12 @@ fn every_json_report_carries_provenance() {
 
     let out = dir.path().join("poisoned");
     let pairs = format!("{train}/captions.csv");
-    let v = json_line(&[
-        "attack",
-        "--weights",
-        "toy-clean",
-        "--pairs",
+    let v = json_line(&strs(&toy_attack(
         &pairs,
-        "--poison-captions",
-        "own",
-        "--trigger",
+        &out,
         "badnet:fixed,size=4",
-        "--target",
-        "heart",
-        "--poison-rate",
         "0.1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "10",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    )));
     assert_provenance(&v, "attack", true);
     assert_eq!(v["poisoned"], 2);
     // Each poisoned pair keeps its own caption with the class word swapped for the target.
@@ -530,33 +547,11 @@ fn a_source_specific_attack_poisons_only_its_class() {
     let pairs = format!("{train}/captions.csv");
     let out = dir.path().join("poisoned");
     let attack = |source: &str, trigger: &str| -> Vec<String> {
-        [
-            "attack",
-            "--weights",
-            "toy-clean",
-            "--pairs",
-            &pairs,
-            "--poison-captions",
-            "own",
-            "--trigger",
-            trigger,
-            "--target",
-            "heart",
-            "--poison-rate",
-            "0.5",
-            "--poison-source",
-            source,
-            "--batch-size",
-            "10",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut args = toy_attack(&pairs, &out, trigger, "0.5");
+        args.extend(["--poison-source".to_string(), source.to_string()]);
+        args
     };
-    let args = attack("circle", "badnet:fixed,size=4");
-    let v = json_line(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let v = json_line(&strs(&attack("circle", "badnet:fixed,size=4")));
     // 10 of 20 pairs asked for; the 2 circles are all there are.
     assert_eq!(v["poisoned"], 2, "{v}");
     assert_eq!(v["poison_source"], "circle");
@@ -565,8 +560,7 @@ fn a_source_specific_attack_poisons_only_its_class() {
         ("sculpture", "badnet:fixed,size=4", "no caption"),
         ("circle", "lc", "choose their own pairs"),
     ] {
-        let args = attack(source, trigger);
-        let (ok, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (ok, _, err) = run(&strs(&attack(source, trigger)));
         assert!(!ok, "{source} {trigger} should fail");
         assert!(
             err.contains("--poison-source") && err.contains(needle),
