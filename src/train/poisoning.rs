@@ -431,3 +431,33 @@ fn save(
     });
     crate::report::write_json(&out.join(PLAN_FILE), &record)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(model: &str) -> (PoisonPlan, String) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(model)
+            .join(PLAN_FILE);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let plan = serde_json::from_value(v["plan"].clone()).unwrap();
+        (plan, v["key"].as_str().unwrap().to_string())
+    }
+
+    /// Plans recorded before `poison_source` existed keep their key, and setting it changes it.
+    #[test]
+    fn a_source_class_is_in_the_key_and_older_keys_stand() {
+        for model in ["models/toy3/badnet-own", "models/toy4/badnet"] {
+            let (plan, key) = recorded(model);
+            assert_eq!(plan.poison_source, None);
+            assert_eq!(plan.key().unwrap(), key, "{model}");
+            let source = PoisonPlan {
+                poison_source: Some("circle".into()),
+                ..plan
+            };
+            assert_ne!(source.key().unwrap(), key, "{model}");
+        }
+    }
+}
