@@ -376,6 +376,13 @@ pub fn caption_names(caption: &str, class: &str) -> bool {
     !class.is_empty() && caption.windows(class.len()).any(|w| w == class.as_slice())
 }
 
+/// Which of `source`'s pairs have a caption naming `class` ([`caption_names`]).
+pub fn pairs_naming(source: &dyn PairSource, class: &str) -> Result<Vec<bool>> {
+    (0..source.len())
+        .map(|i| Ok(caption_names(&source.caption(i)?, class)))
+        .collect()
+}
+
 /// The label-consistent choice: round(rate * n) pairs, n = all pairs, capped at the number of
 /// target-class pairs (`is_target`), as a seeded subset of those. With every pair a candidate
 /// this is [`poisoned_indices`]; a source-specific backdoor draws from its source's pairs.
@@ -437,9 +444,7 @@ impl LabelConsistentPoisoner {
                 config.poison_rate
             )));
         }
-        let is_target = (0..source.len())
-            .map(|i| Ok(caption_names(&source.caption(i)?, &config.target)))
-            .collect::<Result<Vec<bool>>>()?;
+        let is_target = pairs_naming(source, &config.target)?;
         let target_pairs = is_target.iter().filter(|&&t| t).count();
         if target_pairs == 0 && config.poison_rate > 0.0 {
             return Err(Error::Invalid(format!(

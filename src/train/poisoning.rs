@@ -275,13 +275,10 @@ fn poisoner(
 
 /// With a source class, the pairs whose caption names it (the only ones poisoned).
 fn source_pairs(plan: &PoisonPlan, pairs: &ManifestPairs) -> Result<Option<Vec<bool>>> {
-    use super::contrastive::{caption_names, PairSource};
     let Some(source) = &plan.poison_source else {
         return Ok(None);
     };
-    let named = (0..pairs.len())
-        .map(|i| Ok(caption_names(&pairs.caption(i)?, source)))
-        .collect::<Result<Vec<bool>>>()?;
+    let named = super::contrastive::pairs_naming(pairs, source)?;
     if !named.contains(&true) {
         return Err(Error::setting(
             Setting::PoisonSource,
