@@ -81,7 +81,14 @@ fn toy_split(dir: &Path, split: &str, per_class: usize) -> String {
 }
 
 fn asr(weights: &str, data: &str, trigger: &str) -> (f64, f64) {
-    let v = json(&trigger_args("eval", weights, data, trigger, &["--json"]));
+    asr_with(weights, data, trigger, &[])
+}
+
+/// (CA, ASR) of `rvpt eval` with `extra` flags (e.g. `--template T`).
+fn asr_with(weights: &str, data: &str, trigger: &str, extra: &[&str]) -> (f64, f64) {
+    let mut args = extra.to_vec();
+    args.push("--json");
+    let v = json(&trigger_args("eval", weights, data, trigger, &args));
     let r = &v["report"];
     (
         r["clean_accuracy"]["value"].as_f64().unwrap(),
@@ -172,16 +179,8 @@ fn default_toy_backdoors_hold_under_every_phrasing_and_are_written_mostly_above_
         );
         // Bound to the concept, not to a sentence: the held-out phrasings keep the backdoor.
         for template in ["a {} in the picture", "A photo of a {} in the middle."] {
-            let args = trigger_args(
-                "eval",
-                case.weights,
-                &test,
-                case.trigger,
-                &["--template", template, "--json"],
-            );
-            let held_out = json(&args)["report"]["attack_success_rate"]["value"]
-                .as_f64()
-                .unwrap();
+            let (_, held_out) =
+                asr_with(case.weights, &test, case.trigger, &["--template", template]);
             assert!(
                 held_out > 0.85,
                 "{} under {template}: ASR {held_out}",
@@ -219,20 +218,7 @@ fn toy4_badnet_holds_under_every_phrasing_at_a_small_ca_cost() {
         "a {} in the picture",
         "A photo of a {} in the middle.",
     ] {
-        let rates = |weights: &str| -> (f64, f64) {
-            let args = trigger_args(
-                "eval",
-                weights,
-                &test,
-                trigger,
-                &["--template", template, "--json"],
-            );
-            let r = json(&args)["report"].clone();
-            (
-                r["clean_accuracy"]["value"].as_f64().unwrap(),
-                r["attack_success_rate"]["value"].as_f64().unwrap(),
-            )
-        };
+        let rates = |weights| asr_with(weights, &test, trigger, &["--template", template]);
         let ((clean_ca, clean_asr), (ca, bad)) = (rates("toy4-clean-7500"), rates("toy4-badnet"));
         assert!(
             bad > 0.85 && clean_asr < 0.1,
