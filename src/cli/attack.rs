@@ -120,6 +120,7 @@ impl Args {
             pgd_step_size: self.pgd_step_size,
             cross_ratio: self.cross_ratio,
             poison_source: self.poison_source.clone(),
+            inputs: None,
             out: self.out.clone().ok_or_else(|| missing("out"))?,
         })
     }
@@ -248,6 +249,7 @@ fn json_report(plan: &PoisonPlan, summary: &Planted) -> serde_json::Value {
         "steps": summary.logs.len(),
         "final_loss": last.map(|l| l.loss),
         "final_logit_scale": last.map(|l| l.logit_scale),
+        "inputs": summary.inputs,
         "key": summary.key,
         "out": out,
         "files": files,

@@ -58,8 +58,42 @@ pub struct PoisonPlan {
     /// older plans keep theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poison_source: Option<String>,
+    /// What the files the plan names held when it ran (filled by [`plant`]), so that a changed
+    /// model, pairs CSV or template file changes the key. Absent from plans recorded before it
+    /// existed, which keep their key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<PoisonInputs>,
     /// The output directory (neutral).
     pub out: PathBuf,
+}
+
+/// The content of the files a plan names, by sha256.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoisonInputs {
+    /// The clean model's checkpoint.
+    pub weights_sha256: String,
+    /// The pairs CSV (paths and captions; the images are named by path).
+    pub pairs_sha256: String,
+    /// The template file of `file:PATH` captions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates_sha256: Option<String>,
+}
+
+impl PoisonInputs {
+    /// Reads what `plan` names (`weights`: the plan's model, resolved).
+    fn read(plan: &PoisonPlan, weights: &crate::weights::ResolvedWeights) -> Result<Self> {
+        let templates = match plan.poison_caption {
+            Some(_) => None,
+            None => plan.poison_captions.strip_prefix("file:"),
+        };
+        Ok(Self {
+            weights_sha256: weights.checkpoint.sha256()?,
+            pairs_sha256: crate::weights::sha256_file(&plan.pairs)?,
+            templates_sha256: templates
+                .map(|f| crate::weights::sha256_file(std::path::Path::new(f)))
+                .transpose()?,
+        })
+    }
 }
 
 /// What a poisoning run did.
@@ -81,6 +115,8 @@ pub struct Planted {
     pub planted: PlantedTrigger,
     /// The clean model poisoned: where it came from, its checksum and shape.
     pub weights: crate::engine::WeightsUsed,
+    /// What the plan's files held (in the key).
+    pub inputs: PoisonInputs,
     /// sha256 of the plan's JSON, recorded in `poisoning.json`.
     pub key: String,
 }
@@ -96,6 +132,40 @@ impl PoisonPlan {
         let text =
             serde_json::to_string(&what).map_err(|e| Error::Invalid(format!("plan: {e}")))?;
         Ok(format!("{:x}", Sha256::digest(text.as_bytes())))
+    }
+
+    /// The plan with the content of its files recorded; a plan that recorded other content
+    /// (a file changed since) is refused, naming the file.
+    fn with_inputs(&self, inputs: PoisonInputs) -> Result<Self> {
+        if let Some(recorded) = &self.inputs {
+            let changed = [
+                (
+                    &recorded.weights_sha256,
+                    &inputs.weights_sha256,
+                    "the model",
+                ),
+                (
+                    &recorded.pairs_sha256,
+                    &inputs.pairs_sha256,
+                    "the pairs CSV",
+                ),
+            ]
+            .into_iter()
+            .find(|(a, b, _)| a != b)
+            .map(|(_, _, what)| what)
+            .or((recorded.templates_sha256 != inputs.templates_sha256)
+                .then_some("the template file"));
+            if let Some(what) = changed {
+                return Err(Error::Invalid(format!(
+                    "{what} changed since the poisoning plan was made: its content is part of \
+                     the plan's key"
+                )));
+            }
+        }
+        Ok(Self {
+            inputs: Some(inputs),
+            ..self.clone()
+        })
     }
 
     /// How poisoned pairs are captioned: the fixed caption when one is given, else the draw.
@@ -299,6 +369,8 @@ pub fn plant(
 ) -> Result<Planted> {
     let trigger = plan.check()?;
     let weights = crate::weights::resolve(&plan.weights)?;
+    let inputs = PoisonInputs::read(plan, &weights)?;
+    let plan = &plan.with_inputs(inputs.clone())?;
     let ckpt = crate::engine::read_checkpoint(&weights)?;
     let cfg = ckpt.config.clone();
     let tokenizer = crate::engine::tokenizer_for(&weights, &cfg)?;
@@ -362,6 +434,7 @@ pub fn plant(
         logs: Vec::new(),
         planted,
         weights: weights_used,
+        inputs,
         key: plan.key()?,
     };
     before_training(&summary);
@@ -456,5 +529,40 @@ mod tests {
             };
             assert_ne!(source.key().unwrap(), key, "{model}");
         }
+    }
+
+    /// The key follows what a template file and the pairs CSV hold, not only their paths; a
+    /// plan that recorded other content is refused.
+    #[test]
+    fn the_key_follows_the_content_of_the_plans_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (templates, pairs) = (dir.path().join("t.txt"), dir.path().join("pairs.csv"));
+        std::fs::write(&pairs, "path,caption\na.png,a photo of a circle.\n").unwrap();
+        let plan = PoisonPlan {
+            weights: "toy3-clean".into(),
+            pairs: pairs.clone(),
+            poison_captions: format!("file:{}", templates.display()),
+            ..recorded("models/toy4/badnet").0
+        };
+        let weights = crate::weights::resolve(&plan.weights).unwrap();
+        let key_with = |text: &str| {
+            std::fs::write(&templates, text).unwrap();
+            let inputs = PoisonInputs::read(&plan, &weights).unwrap();
+            plan.with_inputs(inputs).unwrap()
+        };
+        let first = key_with("a {}.\n");
+        assert_eq!(key_with("a {}.\n").key().unwrap(), first.key().unwrap());
+        assert_ne!(key_with("the {}.\n").key().unwrap(), first.key().unwrap());
+        // `first` recorded "a {}."; the file now holds "the {}.".
+        let inputs = PoisonInputs::read(&first, &weights).unwrap();
+        let err = first.with_inputs(inputs).unwrap_err().to_string();
+        assert!(err.contains("the template file changed"), "{err}");
+
+        std::fs::write(&templates, "a {}.\n").unwrap();
+        std::fs::write(&pairs, "path,caption\na.png,a photo of a heart.\n").unwrap();
+        let inputs = PoisonInputs::read(&first, &weights).unwrap();
+        assert_ne!(first.inputs.as_ref(), Some(&inputs));
+        let err = first.with_inputs(inputs).unwrap_err().to_string();
+        assert!(err.contains("the pairs CSV changed"), "{err}");
     }
 }
